@@ -1,0 +1,309 @@
+package cloudzeroexporter // import "github.com/cloudzero-otel/cloudzeroexporter"
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/collector/config/confighttp"
+	"go.opentelemetry.io/collector/config/configopaque"
+	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/config/configretry"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
+)
+
+// Value modes of a stream (see README, "What one record means").
+const (
+	ValueAuto     = "auto"
+	ValueCount    = "count"
+	ValueSum      = "sum"
+	ValueIntegral = "integral"
+)
+
+// CloudZero's limits on one record's filter (cloudzero-api.md).
+const (
+	maxFilterKeys   = 5
+	maxFilterValues = 20
+)
+
+var streamNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,256}$`)
+
+// Config is the configuration of the cloudzero exporter.
+type Config struct {
+	// ClientConfig is a named field: confighttp.ClientConfig implements
+	// confmap.Unmarshaler, and embedding it anonymously would let its method
+	// decode the whole config and silently drop our own keys.
+	ClientConfig  confighttp.ClientConfig                                  `mapstructure:",squash"`
+	QueueConfig   configoptional.Optional[exporterhelper.QueueBatchConfig] `mapstructure:"sending_queue"`
+	BackOffConfig configretry.BackOffConfig                                `mapstructure:"retry_on_failure"`
+
+	// APIKey is sent raw in the Authorization header. Never logged.
+	APIKey configopaque.String `mapstructure:"api_key"`
+	// Granularity is the default granularity of streams: HOURLY or DAILY.
+	Granularity string `mapstructure:"granularity"`
+	// Streams map metrics onto CloudZero allocation streams.
+	Streams []StreamConfig `mapstructure:"streams"`
+	// RateLimit is the client-side limit on records sent.
+	RateLimit RateLimitConfig `mapstructure:"rate_limit"`
+	// MaxRecordsPerRequest caps the records of one POST (also capped at 5 MB).
+	MaxRecordsPerRequest int `mapstructure:"max_records_per_request"`
+	// Series bounds the translator's per-series state.
+	Series SeriesConfig `mapstructure:"series"`
+	// MaxPointAge drops points older than this (counted as too_old).
+	MaxPointAge time.Duration `mapstructure:"max_point_age"`
+	// MaxFutureSkew drops points stamped further than this in the future.
+	MaxFutureSkew time.Duration `mapstructure:"max_future_skew"`
+	// DryRun builds the exact request bodies and logs them (or writes them
+	// to DryRunFile) instead of sending them.
+	DryRun     bool   `mapstructure:"dry_run"`
+	DryRunFile string `mapstructure:"dry_run_file"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// StreamConfig maps metrics onto one CloudZero allocation stream.
+type StreamConfig struct {
+	// Name is the CloudZero stream name.
+	Name string `mapstructure:"name"`
+	// Metrics are the exact metric names feeding this stream.
+	Metrics []string `mapstructure:"metrics"`
+	// Granularity overrides the exporter's default granularity when set.
+	Granularity string `mapstructure:"granularity"`
+	// ElementName is the attribute key whose value is the record's element.
+	ElementName string `mapstructure:"element_name"`
+	// Filter maps a CloudZero dimension key to an attribute key.
+	Filter map[string]string `mapstructure:"filter"`
+	// StaticFilter adds constant dimension values to every record.
+	StaticFilter map[string][]string `mapstructure:"static_filter"`
+	// FilterDefaults are used when a Filter attribute is missing.
+	FilterDefaults map[string]string `mapstructure:"filter_defaults"`
+	// Value is auto (the default), count, sum or integral.
+	Value string `mapstructure:"value"`
+}
+
+// RateLimitConfig is the client-side record budget.
+type RateLimitConfig struct {
+	RecordsPerSecond float64 `mapstructure:"records_per_second"`
+	Burst            int     `mapstructure:"burst"`
+	// RecordsPerDay is the budget per UTC day; 0 means none.
+	RecordsPerDay int64 `mapstructure:"records_per_day"`
+}
+
+// SeriesConfig bounds per-series state (cumulative baselines, last gauge points).
+type SeriesConfig struct {
+	// MaxSeries is the number of series tracked; points of new series beyond
+	// it are dropped and counted (series_limit).
+	MaxSeries int `mapstructure:"max_series"`
+	// TTL forgets series unseen for this long.
+	TTL time.Duration `mapstructure:"ttl"`
+}
+
+var (
+	_ confmap.Validator = (*Config)(nil)
+	_ confmap.Unmarshaler = (*Config)(nil)
+)
+
+// Unmarshal decodes the config and rejects unknown keys that mapstructure
+// lets through: the squashed confighttp.ClientConfig has its own Unmarshal,
+// which disables the unused-key check at the top level, and keys inside
+// streams[] are not checked either. A mistyped `granularty:` must fail, not
+// silently fall back to the default.
+func (cfg *Config) Unmarshal(conf *confmap.Conf) error {
+	if err := conf.Unmarshal(cfg); err != nil {
+		return err
+	}
+	var errs []error
+	for key := range conf.ToStringMap() {
+		if !slices.Contains(configKeys, key) {
+			errs = append(errs, fmt.Errorf("unknown key %q", key))
+		}
+	}
+	streams, _ := conf.Get("streams").([]any)
+	for i, s := range streams {
+		m, _ := s.(map[string]any)
+		for key := range m {
+			if !slices.Contains(streamKeys, key) {
+				errs = append(errs, fmt.Errorf("streams[%d]: unknown key %q (valid keys: %s)", i, key, strings.Join(streamKeys, ", ")))
+			}
+		}
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
+}
+
+var (
+	configKeys = mapstructureKeys(reflect.TypeFor[Config]())
+	streamKeys = mapstructureKeys(reflect.TypeFor[StreamConfig]())
+)
+
+// mapstructureKeys lists the keys a struct decodes, following squashed fields.
+func mapstructureKeys(t reflect.Type) []string {
+	var keys []string
+	for f := range t.Fields() {
+		name, opts, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		switch {
+		case opts == "squash":
+			keys = append(keys, mapstructureKeys(f.Type)...)
+		case name != "" && name != "-":
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}
+
+// Validate checks the whole config and reports every problem at once, each
+// naming the stream and the field.
+func (cfg *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if cfg.APIKey == "" {
+		add("api_key: must be set (e.g. api_key: ${env:CLOUDZERO_API_KEY})")
+	}
+	if u, err := url.Parse(cfg.ClientConfig.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		add("endpoint: %q is not an http(s) URL", cfg.ClientConfig.Endpoint)
+	}
+	if !validGranularity(cfg.Granularity) {
+		add("granularity: %q must be HOURLY or DAILY", cfg.Granularity)
+	}
+	if len(cfg.Streams) == 0 {
+		add("streams: at least one stream is required")
+	}
+	seen := map[string]int{}
+	for i, s := range cfg.Streams {
+		prefix := fmt.Sprintf("streams[%d] (%q)", i, s.Name)
+		if j, dup := seen[s.Name]; dup {
+			add("%s: name: duplicate of streams[%d]", prefix, j)
+		} else {
+			seen[s.Name] = i
+		}
+		for _, e := range s.validate() {
+			add("%s: %s", prefix, e)
+		}
+	}
+	rl := cfg.RateLimit
+	if !(rl.RecordsPerSecond > 0) {
+		add("rate_limit.records_per_second: must be positive, got %v", rl.RecordsPerSecond)
+	}
+	if rl.Burst <= 0 {
+		add("rate_limit.burst: must be positive, got %d", rl.Burst)
+	}
+	if rl.RecordsPerDay < 0 {
+		add("rate_limit.records_per_day: must be positive, or 0 for no daily budget; got %d", rl.RecordsPerDay)
+	}
+	if cfg.MaxRecordsPerRequest <= 0 || cfg.MaxRecordsPerRequest > maxRecordsPerRequestLimit {
+		add("max_records_per_request: must be between 1 and %d, got %d", maxRecordsPerRequestLimit, cfg.MaxRecordsPerRequest)
+	}
+	if cfg.Series.MaxSeries <= 0 {
+		add("series.max_series: must be positive, got %d", cfg.Series.MaxSeries)
+	}
+	if cfg.Series.TTL <= 0 {
+		add("series.ttl: must be positive, got %s", cfg.Series.TTL)
+	}
+	if cfg.MaxPointAge <= 0 {
+		add("max_point_age: must be positive, got %s", cfg.MaxPointAge)
+	}
+	if cfg.MaxFutureSkew < 0 {
+		add("max_future_skew: must not be negative, got %s", cfg.MaxFutureSkew)
+	}
+	if cfg.DryRunFile != "" && !cfg.DryRun {
+		add("dry_run_file: only used with dry_run: true")
+	}
+	return errors.Join(errs...)
+}
+
+// validate returns the problems of one stream, each starting with its field.
+func (s StreamConfig) validate() []string {
+	var errs []string
+	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+
+	if !streamNameRE.MatchString(s.Name) {
+		add("name: must match ^[A-Za-z0-9_.-]{1,256}$")
+	}
+	if len(s.Metrics) == 0 {
+		add("metrics: at least one metric name is required")
+	}
+	for j, m := range s.Metrics {
+		if m == "" {
+			add("metrics[%d]: empty metric name", j)
+		}
+	}
+	if s.Granularity != "" && !validGranularity(s.Granularity) {
+		add("granularity: %q must be HOURLY or DAILY", s.Granularity)
+	}
+	if s.ElementName == "" {
+		add("element_name: must name the attribute holding the element (e.g. customer.id)")
+	}
+	if n := len(s.Filter) + len(s.StaticFilter); n > maxFilterKeys {
+		add("filter: %d keys in filter and static_filter together, CloudZero allows at most %d", n, maxFilterKeys)
+	}
+	for _, k := range sortedKeys(s.Filter) {
+		if msg := dimensionKeyProblem(k); msg != "" {
+			add("filter: key %q %s", k, msg)
+		}
+		if s.Filter[k] == "" {
+			add("filter: key %q maps to an empty attribute key", k)
+		}
+		if _, both := s.StaticFilter[k]; both {
+			add("static_filter: key %q is also in filter", k)
+		}
+	}
+	for _, k := range sortedKeys(s.StaticFilter) {
+		if msg := dimensionKeyProblem(k); msg != "" {
+			add("static_filter: key %q %s", k, msg)
+		}
+		vals := s.StaticFilter[k]
+		switch {
+		case len(vals) == 0:
+			add("static_filter: key %q has no values", k)
+		case len(vals) > maxFilterValues:
+			add("static_filter: key %q has %d values, CloudZero allows at most %d", k, len(vals), maxFilterValues)
+		}
+		if slices.Contains(vals, "") {
+			add("static_filter: key %q has an empty value", k)
+		}
+	}
+	for _, k := range sortedKeys(s.FilterDefaults) {
+		if _, ok := s.Filter[k]; !ok {
+			add("filter_defaults: key %q is not a key of filter", k)
+		}
+	}
+	switch s.Value {
+	case "", ValueAuto, ValueCount, ValueSum, ValueIntegral:
+	default:
+		add("value: %q must be one of auto, count, sum, integral", s.Value)
+	}
+	return errs
+}
+
+// dimensionKeyProblem explains what is wrong with a CloudZero dimension key,
+// or returns "" when it is acceptable.
+func dimensionKeyProblem(k string) string {
+	if strings.TrimSpace(k) == "" {
+		return "is empty"
+	}
+	for _, prefix := range []string{"custom:", "tag:"} {
+		if strings.HasPrefix(k, prefix) && strings.TrimSpace(k[len(prefix):]) == "" {
+			return fmt.Sprintf("is a bare prefix: name the dimension after %q", prefix)
+		}
+	}
+	return ""
+}
+
+func validGranularity(g string) bool { return g == "HOURLY" || g == "DAILY" }
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
