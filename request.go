@@ -21,6 +21,9 @@ import (
 type recordsRequest struct {
 	set   *record.Set
 	bytes int // encoded size, cached: the persistent queue asks for it often; -1 = unknown
+	// waiting is told how the number of records waiting to be sent changes
+	// when merging folds equal keys together (for the aggregation_keys metric).
+	waiting func(delta int)
 }
 
 var (
@@ -28,8 +31,11 @@ var (
 	_ xexporterhelper.RequestErrorHandler = (*recordsRequest)(nil)
 )
 
-func newRecordsRequest(set *record.Set) *recordsRequest {
-	return &recordsRequest{set: set, bytes: -1}
+func newRecordsRequest(set *record.Set, waiting func(int)) *recordsRequest {
+	if waiting == nil {
+		waiting = func(int) {}
+	}
+	return &recordsRequest{set: set, bytes: -1, waiting: waiting}
 }
 
 func (r *recordsRequest) ItemsCount() int { return r.set.Len() }
@@ -53,8 +59,10 @@ func (r *recordsRequest) MergeSplit(_ context.Context, maxSize int, szt exporter
 		if !ok {
 			return nil, fmt.Errorf("cloudzero: cannot merge %T into a records request", other)
 		}
+		before := r.set.Len() + o.set.Len()
 		r.set.Merge(o.set)
 		r.bytes = -1
+		r.waiting(r.set.Len() - before)
 	}
 	if maxSize <= 0 || r.size(szt) <= maxSize {
 		return []xexporterhelper.Request{r}, nil
@@ -67,13 +75,13 @@ func (r *recordsRequest) MergeSplit(_ context.Context, maxSize int, szt exporter
 			n = record.EncodedLen(e.key, e.value) + 1
 		}
 		if curSize > 0 && curSize+n > maxSize {
-			parts = append(parts, newRecordsRequest(cur))
+			parts = append(parts, newRecordsRequest(cur, r.waiting))
 			cur, curSize = record.NewSet(), 0
 		}
 		cur.Add(e.stream, e.key, e.value)
 		curSize += n
 	}
-	parts = append(parts, newRecordsRequest(cur))
+	parts = append(parts, newRecordsRequest(cur, r.waiting))
 	// Full parts first; the remainder (smallest) last.
 	return parts, nil
 }
@@ -84,7 +92,7 @@ func (r *recordsRequest) MergeSplit(_ context.Context, maxSize int, szt exporter
 func (r *recordsRequest) OnError(err error) xexporterhelper.Request {
 	var u *unsentError
 	if errors.As(err, &u) && u.unsent != nil {
-		return newRecordsRequest(u.unsent)
+		return newRecordsRequest(u.unsent, r.waiting)
 	}
 	return r
 }
@@ -133,7 +141,12 @@ func (e *unsentError) Unwrap() error { return e.err }
 // requestEncoding serialises requests for the persistent queue:
 // "CZR1", then per stream: name, record count, and per record: key, value bits.
 // Strings are uvarint-length-prefixed.
-type requestEncoding struct{}
+type requestEncoding struct {
+	// waiting is as in recordsRequest. The persistent queue reads every item
+	// back from storage before it is batched, so a request starts counting
+	// as waiting here (convert counts it only with the memory queue).
+	waiting func(int)
+}
 
 var _ exporterhelper.QueueBatchEncoding[xexporterhelper.Request] = requestEncoding{}
 
@@ -158,7 +171,7 @@ func (requestEncoding) Marshal(_ context.Context, req xexporterhelper.Request) (
 	return buf, nil
 }
 
-func (requestEncoding) Unmarshal(b []byte) (context.Context, xexporterhelper.Request, error) {
+func (enc requestEncoding) Unmarshal(b []byte) (context.Context, xexporterhelper.Request, error) {
 	if len(b) < len(encodingMagic) || string(b[:len(encodingMagic)]) != encodingMagic {
 		return nil, nil, errors.New("cloudzero: persisted request has an unknown format")
 	}
@@ -178,7 +191,9 @@ func (requestEncoding) Unmarshal(b []byte) (context.Context, xexporterhelper.Req
 	if d.err != nil {
 		return nil, nil, fmt.Errorf("cloudzero: persisted request is corrupt: %w", d.err)
 	}
-	return context.Background(), newRecordsRequest(set), nil
+	r := newRecordsRequest(set, enc.waiting)
+	r.waiting(set.Len())
+	return context.Background(), r, nil
 }
 
 func appendString(dst []byte, s string) []byte {

@@ -32,7 +32,7 @@ func testRequest(t testing.TB, stream string, n int, value float64) *recordsRequ
 	for i := range n {
 		set.Add(stream, testKey(t, fmt.Sprintf("customer-%04d", i)), value)
 	}
-	return newRecordsRequest(set)
+	return newRecordsRequest(set, nil)
 }
 
 func total(reqs ...xexporterhelper.Request) (sum float64, items int) {
