@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
 
 	"github.com/cloudzero-otel/cloudzeroexporter/internal/metadata"
 )
@@ -70,7 +71,7 @@ func TestLoadValidConfigs(t *testing.T) {
 		require.True(t, cfg.QueueConfig.HasValue())
 		q := cfg.QueueConfig.Get()
 		assert.Equal(t, 2, q.NumConsumers)
-		assert.Equal(t, int64(500), q.QueueSize)
+		assert.Equal(t, int64(100000), q.QueueSize)
 		require.True(t, q.Batch.HasValue())
 		assert.Equal(t, time.Minute, q.Batch.Get().FlushTimeout)
 		assert.Equal(t, int64(1000), q.Batch.Get().MinSize)
@@ -87,6 +88,8 @@ func TestDefaultConfig(t *testing.T) {
 	assert.Empty(t, cfg.ClientConfig.Compression, "CloudZero documents no compression: send uncompressed")
 	require.True(t, cfg.QueueConfig.HasValue())
 	assert.True(t, cfg.QueueConfig.Get().Batch.HasValue(), "batching is on by default")
+	assert.Equal(t, exporterhelper.RequestSizerTypeItems, cfg.QueueConfig.Get().Sizer, "the queue is bounded in records")
+	assert.Equal(t, int64(200_000), cfg.QueueConfig.Get().QueueSize)
 	assert.True(t, cfg.BackOffConfig.Enabled)
 
 	// The defaults alone are invalid only for what the user must say.

@@ -37,7 +37,12 @@ const (
 	// for thousands of keys, while data stays at most minutes behind.
 	defaultFlushTimeout = 5 * time.Minute
 	defaultBatchMinSize = 50_000
-	defaultQueueSize    = 1_000
+	// defaultQueueSize is in records (the items sizer), so that the queue's
+	// memory is bounded by records whatever the size of each export: about
+	// 250 bytes a record, 50 MB when full. When full, ConsumeMetrics refuses
+	// data and the translator's state does not advance, so cumulative usage
+	// is counted at the next point instead of lost.
+	defaultQueueSize = 200_000
 )
 
 // NewFactory creates a factory for the cloudzero exporter.
@@ -55,6 +60,7 @@ func createDefaultConfig() component.Config {
 	client.Timeout = defaultTimeout
 
 	queue := exporterhelper.NewDefaultQueueConfig()
+	queue.Sizer = exporterhelper.RequestSizerTypeItems
 	queue.QueueSize = defaultQueueSize
 	batch := exporterhelper.NewDefaultBatchConfig()
 	batch.FlushTimeout = defaultFlushTimeout

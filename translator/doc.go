@@ -44,8 +44,10 @@
 // version and attributes, metric name, unit, type, temporality and
 // monotonicity, point attributes and start timestamp; a new start time is a
 // new series. The first point of a series counts in full when its start
-// timestamp is non-zero, before its timestamp and after Settings.StartTime;
-// otherwise it only sets the baseline. A value below the previous one (for
+// timestamp is non-zero, before its timestamp, after Settings.StartTime and
+// within SeriesTTL of now (an older series may have been tracked, gone quiet
+// and been forgotten, its usage already counted); otherwise it only sets the
+// baseline. A value below the previous one (for
 // distributions: a lower count) is a reset and the new value is the usage
 // since the reset, never a negative delta. A point not later than the
 // series' last point is dropped as out_of_order, which also makes re-sent
@@ -93,6 +95,14 @@
 // existing series continue. A series not seen for SeriesTTL (by the clock) is
 // forgotten and its next point is treated as a first point. MarshalState and
 // RestoreState carry the state across restarts; the hash identifying a series
-// is stable across processes. Streams in count mode, sample sums and delta
+// is stable across processes.
+//
+// # Transactions
+//
+// Begin translates and holds the series state changes until Commit (keep
+// them) or Rollback (undo them): a caller that could not queue the records
+// rolls back, and the same usage is counted again at the series' next point.
+// CommitChanges also returns the changed series in the RestoreState format
+// (deleted series as tombstones), to journal them. Translate is Begin+Commit. Streams in count mode, sample sums and delta
 // sums keep no state.
 package translator
