@@ -106,7 +106,7 @@ type SeriesConfig struct {
 }
 
 var (
-	_ confmap.Validator = (*Config)(nil)
+	_ confmap.Validator   = (*Config)(nil)
 	_ confmap.Unmarshaler = (*Config)(nil)
 )
 

@@ -284,7 +284,7 @@ func TestPersistentQueueAndStateSurviveRestart(t *testing.T) {
 	ctx := context.Background()
 	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("a", start, at, 1000)))                  // baseline
 	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("a", start, at.Add(time.Second), 1007))) // +7
-	require.NoError(t, exp.ConsumeMetrics(ctx, deltaSums(4, hour)))                                  // +10
+	require.NoError(t, exp.ConsumeMetrics(ctx, deltaSums(4, hour)))                                   // +10
 	require.Eventually(t, func() bool { return em.Ledger().RequestsByStatus["503"] >= 1 }, 10*time.Second, 10*time.Millisecond)
 	shutdown(t, exp)
 	stopExt()
