@@ -9,7 +9,14 @@ GOVULNCHECK_VERSION := v1.9.0
 OCB := $(TOOLS_BIN)/builder
 GOVULNCHECK := $(TOOLS_BIN)/govulncheck
 COLLECTOR := $(BUILD_DIR)/otelcol-cloudzero/otelcol-cloudzero
-GO_SOURCES := $(shell find . -name '*.go' -not -path './_build/*') go.mod go.sum builder-config.yaml
+TELEMETRYGEN_VERSION := v0.161.0
+TELEMETRYGEN := $(TOOLS_BIN)/telemetrygen
+USAGE_APP := $(TOOLS_BIN)/usage-app
+# What the collector compiles of this repository (so that editing tests,
+# examples or tools does not rebuild it).
+COMPONENT_SOURCES := $(filter-out %_test.go,$(wildcard *.go)) \
+	$(shell find record translator exporter internal/metadata -name '*.go' -not -name '*_test.go') \
+	go.mod go.sum builder-config.yaml
 
 .PHONY: all build test unit e2e lint generate demo clean
 
@@ -21,9 +28,15 @@ $(OCB):
 $(GOVULNCHECK):
 	GOBIN=$(TOOLS_BIN) $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
 
+$(TELEMETRYGEN):
+	GOBIN=$(TOOLS_BIN) $(GO) install github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen@$(TELEMETRYGEN_VERSION)
+
+$(USAGE_APP): $(wildcard examples/usage-app/*.go) go.mod go.sum
+	$(GO) build -o $(USAGE_APP) ./examples/usage-app
+
 # build: the otelcol-cloudzero distribution, from builder-config.yaml.
 build: $(COLLECTOR)
-$(COLLECTOR): $(OCB) $(GO_SOURCES)
+$(COLLECTOR): $(OCB) $(COMPONENT_SOURCES)
 	mkdir -p $(BUILD_DIR)
 	$(OCB) --config=builder-config.yaml
 	@touch $(COLLECTOR)
@@ -35,8 +48,9 @@ unit:
 	$(GO) test -race -count=1 ./...
 	cd bench && $(GO) test -count=1 ./...
 
-e2e: $(COLLECTOR)
-	COLLECTOR_BIN=$(COLLECTOR) $(GO) test -race -count=1 -tags e2e -v ./e2e/...
+e2e: $(COLLECTOR) $(TELEMETRYGEN) $(USAGE_APP)
+	COLLECTOR_BIN=$(COLLECTOR) TELEMETRYGEN_BIN=$(TELEMETRYGEN) USAGE_APP_BIN=$(USAGE_APP) \
+	  $(GO) test -race -count=1 -timeout 20m -tags e2e -v ./e2e/...
 
 lint: $(GOVULNCHECK)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
