@@ -18,7 +18,7 @@ COMPONENT_SOURCES := $(filter-out %_test.go,$(wildcard *.go)) \
 	$(shell find record translator exporter internal/metadata -name '*.go' -not -name '*_test.go') \
 	go.mod go.sum builder-config.yaml
 
-.PHONY: all build test unit e2e lint generate demo clean
+.PHONY: all build test unit e2e page-check lint generate demo clean
 
 all: lint test
 
@@ -41,8 +41,9 @@ $(COLLECTOR): $(OCB) $(COMPONENT_SOURCES)
 	$(OCB) --config=builder-config.yaml
 	@touch $(COLLECTOR)
 
-# test: unit tests (race detector), then the built collector end to end.
-test: unit e2e
+# test: unit tests (race detector), the built collector end to end, and the
+# emulator's page in headless Chromium (installed from Debian if missing).
+test: unit e2e page-check
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -51,6 +52,9 @@ unit:
 e2e: $(COLLECTOR) $(TELEMETRYGEN) $(USAGE_APP)
 	COLLECTOR_BIN=$(COLLECTOR) TELEMETRYGEN_BIN=$(TELEMETRYGEN) USAGE_APP_BIN=$(USAGE_APP) \
 	  $(GO) test -race -count=1 -timeout 20m -tags e2e -v ./e2e/...
+
+page-check:
+	bash scripts/emulator-screenshot.sh
 
 lint: $(GOVULNCHECK)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

@@ -76,4 +76,19 @@ if [ ! -s "$out" ] || [ "$(head -c 8 "$out" | od -An -tx1 | tr -d ' \n')" != "89
 	echo "no PNG written to $out" >&2
 	exit 1
 fi
+
+# The page as the browser rendered it: shares computed, names escaped.
+timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	--disable-background-networking --disable-component-update --disable-sync \
+	--user-data-dir="$tmp/profile" --dump-dom "$url/" >"$tmp/dom.html" 2>"$tmp/chromium.log" || {
+	echo "chromium --dump-dom failed:" >&2
+	cat "$tmp/chromium.log" >&2
+	exit 1
+}
+for want in 'acme-corp' '1200 (60.0%)' '150.5 (7.5%)' '0.3 (30.0%)' '&lt;b&gt;umbrella&lt;/b&gt; &amp; co' 'value_not_positive'; do
+	if ! grep -qF -- "$want" "$tmp/dom.html"; then
+		echo "the rendered page lacks: $want" >&2
+		exit 1
+	fi
+done
 echo "screenshot: $out ($(wc -c <"$out") bytes)"
