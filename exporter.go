@@ -309,25 +309,22 @@ const maxWaitAtShutdown = 10 * time.Second
 
 // limiterClock is the rate limiter's clock: real time, but long sleeps end
 // at shutdown.
-type limiterClock struct{ stopped context.Context }
-
-func (limiterClock) Now() time.Time { return time.Now() }
+type limiterClock struct {
+	czexporter.RealClock
+	stopped context.Context
+}
 
 func (c limiterClock) Sleep(ctx context.Context, d time.Duration) error {
-	if d > maxWaitAtShutdown {
-		var cancel context.CancelCauseFunc
-		ctx, cancel = context.WithCancelCause(ctx)
-		defer cancel(nil)
-		defer context.AfterFunc(c.stopped, func() { cancel(errShuttingDown) })()
+	if d <= maxWaitAtShutdown {
+		return c.RealClock.Sleep(ctx, d)
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer context.AfterFunc(c.stopped, func() { cancel(errShuttingDown) })()
+	if err := c.RealClock.Sleep(ctx, d); err != nil {
 		return context.Cause(ctx)
 	}
+	return nil
 }
 
 var errShuttingDown = errors.New("cloudzero exporter is shutting down")

@@ -16,11 +16,12 @@ type Clock interface {
 	Sleep(ctx context.Context, d time.Duration) error
 }
 
-type realClock struct{}
+// RealClock is the system clock; Sleep returns ctx.Err() when ctx ends first.
+type RealClock struct{}
 
-func (realClock) Now() time.Time { return time.Now() }
+func (RealClock) Now() time.Time { return time.Now() }
 
-func (realClock) Sleep(ctx context.Context, d time.Duration) error {
+func (RealClock) Sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
@@ -70,7 +71,7 @@ type Limiter struct {
 func NewLimiter(cfg LimiterConfig) *Limiter {
 	l := &Limiter{perDay: max(cfg.RecordsPerDay, 0), onWait: cfg.OnWait, clock: cfg.Clock}
 	if l.clock == nil {
-		l.clock = realClock{}
+		l.clock = RealClock{}
 	}
 	if cfg.RecordsPerSecond > 0 {
 		l.burst = max(cfg.Burst, 1)
