@@ -240,33 +240,40 @@ func (e *cloudzeroExporter) shutdown(ctx context.Context) error {
 // translatedKey carries the records of one consume call to convert.
 type translatedKey struct{}
 
-// consume translates md and enqueues the records. The translator's state
-// changes are committed only once exporterhelper accepted the records, so a
-// refused enqueue (queue full) loses nothing: the caller's retry, or the
-// next cumulative point, counts the same usage again, once.
+// consume translates md and enqueues the records. When the queue refuses
+// them (full), the translator's state changes are rolled back, so nothing is
+// lost: the caller's retry, or the next cumulative point, counts the same
+// usage again, once. Any other error comes from a push (queue disabled, or
+// wait_for_result) that may have sent part of the records: the state is then
+// kept, as re-counting could count twice.
 func (e *cloudzeroExporter) consume(ctx context.Context, md pmetric.Metrics, next consumer.Metrics) error {
 	e.consumeMu.Lock()
 	defer e.consumeMu.Unlock()
 
 	tx := e.tr.Begin(md)
-	if tx.Records().Len() > 0 {
-		if err := next.ConsumeMetrics(context.WithValue(ctx, translatedKey{}, tx.Records()), md); err != nil {
+	var err error
+	if n := tx.Records().Len(); n > 0 {
+		err = next.ConsumeMetrics(context.WithValue(ctx, translatedKey{}, tx.Records()), md)
+		if errors.Is(err, exporterhelper.ErrQueueIsFull) {
 			tx.Rollback()
+			if e.storageID() == nil {
+				e.addWaiting(-n) // convert counted them
+			}
 			return err
 		}
 	}
 	if e.state == nil {
 		e.recordStats(ctx, tx.Commit())
-		return nil
+		return err
 	}
 	// Journaled after the records were queued: a crash between the two can
 	// count this call's cumulative deltas twice after a restart, never lose them.
 	stats, changes := tx.CommitChanges()
 	e.recordStats(ctx, stats)
-	if err := e.state.save(ctx, e.tr, changes); err != nil {
-		e.logger.Error("Saving the series state failed: after a restart, the usage of this batch may be counted twice", zap.Error(err))
+	if serr := e.state.save(ctx, e.tr, changes); serr != nil {
+		e.logger.Error("Saving the series state failed: after a restart, the usage of this batch may be counted twice", zap.Error(serr))
 	}
-	return nil
+	return err
 }
 
 // convert hands exporterhelper the records consume translated.
@@ -283,22 +290,40 @@ func (e *cloudzeroExporter) convert(ctx context.Context, _ pmetric.Metrics) (xex
 
 // push sends one batch of records. On a retryable failure it reports the
 // records CloudZero did not accept, so the retry re-sends only those.
+//
+// A throttle whose Retry-After is longer than retry_on_failure allows between
+// attempts is waited out here (ending early at shutdown), then the rest is
+// sent again: handed to the retry sender, such a delay would exceed
+// max_elapsed_time and drop the batch.
 func (e *cloudzeroExporter) push(ctx context.Context, req xexporterhelper.Request) error {
 	r := req.(*recordsRequest)
-	n := r.ItemsCount()
-	unsent, err := e.sender.Send(ctx, r.set)
-	e.addWaiting(unsent.Len() - n)
-	switch {
-	case err == nil:
-		return nil
-	case czexporter.IsPermanent(err):
-		return consumererror.NewPermanent(err)
+	set := r.set
+	n := set.Len()
+	for {
+		unsent, err := e.sender.Send(ctx, set)
+		switch {
+		case err == nil:
+			e.addWaiting(-n)
+			return nil
+		case czexporter.IsPermanent(err):
+			e.addWaiting(-n)
+			return consumererror.NewPermanent(err)
+		}
+		e.addWaiting(unsent.Len() - n)
+		set, n = unsent, unsent.Len()
+		err = &unsentError{err: err, unsent: unsent}
+		if !czexporter.IsThrottle(err) {
+			return err
+		}
+		delay := czexporter.RetryAfter(err)
+		if delay <= e.cfg.BackOffConfig.MaxInterval || !e.cfg.BackOffConfig.Enabled {
+			return exporterhelper.NewThrottleRetry(err, delay)
+		}
+		e.logger.Info("CloudZero asked to wait before sending again", zap.Duration("retry_after", delay), zap.Int("records", n))
+		if werr := (limiterClock{stopped: e.stopped}).Sleep(ctx, delay); werr != nil {
+			return exporterhelper.NewThrottleRetry(err, 0)
+		}
 	}
-	err = &unsentError{err: err, unsent: unsent}
-	if czexporter.IsThrottle(err) {
-		return exporterhelper.NewThrottleRetry(err, czexporter.RetryAfter(err))
-	}
-	return err
 }
 
 // maxWaitAtShutdown: at shutdown, a push that must wait longer than this on

@@ -300,3 +300,83 @@ func TestPersistentQueueAndStateSurviveRestart(t *testing.T) {
 	stopExt()
 	assert.Equal(t, "20", streamTotal(em.Ledger(), "requests"), "7 + 3 cumulative + 10 delta, each once")
 }
+
+// Without a queue, ConsumeMetrics returns the push's result: a failure after
+// part of the records were accepted must not roll the series state back, or
+// the accepted usage would be counted again at the next point.
+func TestNoQueuePartialFailureCountsOnce(t *testing.T) {
+	em := startEmulator(t)
+	cfg := testConfig(em.URL)
+	cfg.QueueConfig = configoptional.None[exporterhelper.QueueBatchConfig]()
+	cfg.Streams = append(cfg.Streams, StreamConfig{Name: "requests2", Metrics: []string{"requests"},
+		ElementName: "customer.id", Filter: map[string]string{"custom:feature": "feature"}})
+	exp := newTestExporter(t, cfg, nil)
+	ctx := context.Background()
+	start, at := time.Now().Add(-time.Hour), time.Now().Add(-time.Minute)
+	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("a", start, at, 100)))
+	// "requests" is accepted, "requests2" refused with a 400.
+	require.NoError(t, em.Server.SetFaults(emulator.FaultConfig{Steps: []emulator.FaultStep{{Count: 1}, {Count: 1, Status: 400}}}))
+	assert.Error(t, exp.ConsumeMetrics(ctx, cumulativeSum("a", start, at.Add(time.Second), 110)))
+	require.NoError(t, em.Server.SetFaults(emulator.FaultConfig{}))
+	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("a", start, at.Add(2*time.Second), 120)))
+	shutdown(t, exp)
+	assert.Equal(t, "20", streamTotal(em.Ledger(), "requests"), "100 -> 120 once")
+	assert.Equal(t, "10", streamTotal(em.Ledger(), "requests2"), "the refused +10 is dropped (counted), not re-counted")
+}
+
+// A Retry-After longer than retry_on_failure allows is waited out in the
+// push: handed to exporterhelper, it would exceed max_elapsed_time and drop
+// the batch.
+func TestLongRetryAfterIsWaitedOut(t *testing.T) {
+	em := startEmulator(t)
+	three := 3
+	require.NoError(t, em.Server.SetFaults(emulator.FaultConfig{Steps: []emulator.FaultStep{{Count: 1, Status: 429, RetryAfterSeconds: &three}}}))
+	cfg := testConfig(em.URL)
+	cfg.BackOffConfig.MaxElapsedTime = time.Second
+	exp := newTestExporter(t, cfg, nil)
+	start := time.Now()
+	require.NoError(t, exp.ConsumeMetrics(context.Background(), deltaSums(3, hour)))
+	require.Eventually(t, func() bool { return streamTotal(em.Ledger(), "requests") == "6" }, 20*time.Second, 20*time.Millisecond)
+	assert.GreaterOrEqual(t, time.Since(start), 3*time.Second)
+	shutdown(t, exp)
+}
+
+// With a daily budget, a batch is never left half sent waiting for the next
+// day: a shutdown then would keep the whole persisted batch and re-send the
+// accepted part at the next start.
+func TestBudgetNeverLeavesBatchHalfSent(t *testing.T) {
+	em := startEmulator(t)
+	dir := t.TempDir()
+	storageID := component.NewID(component.MustNewType("file_storage"))
+	startHost := func() (component.Host, func()) {
+		fcfg := filestorage.NewFactory().CreateDefaultConfig().(*filestorage.Config)
+		fcfg.Directory = dir
+		ext, err := filestorage.NewFactory().Create(context.Background(), extensiontest.NewNopSettings(component.MustNewType("file_storage")), fcfg)
+		require.NoError(t, err)
+		require.NoError(t, ext.Start(context.Background(), componenttest.NewNopHost()))
+		return testHost{Host: componenttest.NewNopHost(), ext: map[component.ID]component.Component{storageID: ext}},
+			func() { require.NoError(t, ext.Shutdown(context.Background())) }
+	}
+	cfg := testConfig(em.URL)
+	cfg.QueueConfig.Get().StorageID = &storageID
+	cfg.RateLimit.RecordsPerDay = 3
+	cfg.MaxRecordsPerRequest = 2
+
+	host, stopExt := startHost()
+	exp := newTestExporter(t, cfg, host)
+	require.NoError(t, exp.ConsumeMetrics(context.Background(), deltaSums(2, hour))) // 1+2, fits today
+	require.Eventually(t, func() bool { return em.Ledger().RecordsAccepted == 2 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, exp.ConsumeMetrics(context.Background(), deltaSums(3, hour.Add(time.Minute)))) // 1+2+3: waits for tomorrow
+	time.Sleep(500 * time.Millisecond)
+	shutdown(t, exp)
+	stopExt()
+	assert.Equal(t, "3", streamTotal(em.Ledger(), "requests"), "nothing of the second batch sent today")
+
+	cfg.RateLimit.RecordsPerDay = 0 // "tomorrow"
+	host, stopExt = startHost()
+	exp = newTestExporter(t, cfg, host)
+	require.Eventually(t, func() bool { return streamTotal(em.Ledger(), "requests") == "9" }, 10*time.Second, 10*time.Millisecond)
+	shutdown(t, exp)
+	stopExt()
+	assert.Equal(t, "9", streamTotal(em.Ledger(), "requests"), "each record once")
+}

@@ -51,38 +51,49 @@ func (r *recordsRequest) BytesSize() int {
 }
 
 // MergeSplit merges other into r and splits the result into parts of at most
-// maxSize (records or encoded bytes, per szt). The last part, which the
-// batcher keeps pending, is the smallest.
+// maxSize (records or encoded bytes, per szt). exporterhelper's batcher ties
+// the current batch's completion (and its persistent-queue items) to the
+// first part only, so the first part holds all of r: r's records, other's
+// records with the same keys (merged into them), then other's new records
+// while they fit. The later parts hold only other's records.
 func (r *recordsRequest) MergeSplit(_ context.Context, maxSize int, szt exporterhelper.RequestSizerType, other xexporterhelper.Request) ([]xexporterhelper.Request, error) {
+	var incoming []entry
 	if other != nil {
 		o, ok := other.(*recordsRequest)
 		if !ok {
 			return nil, fmt.Errorf("cloudzero: cannot merge %T into a records request", other)
 		}
 		before := r.set.Len() + o.set.Len()
-		r.set.Merge(o.set)
 		r.bytes = -1
-		r.waiting(r.set.Len() - before)
+		for _, e := range o.entries() {
+			if _, ok := r.set.Value(e.stream, e.key); ok || maxSize <= 0 {
+				r.set.Add(e.stream, e.key, e.value)
+			} else {
+				incoming = append(incoming, e)
+			}
+		}
+		r.waiting(r.set.Len() + len(incoming) - before)
+	} else if maxSize > 0 && r.size(szt) > maxSize {
+		// A request alone: any split will do (its completion waits for all parts).
+		incoming = r.entries()
+		r = newRecordsRequest(record.NewSet(), r.waiting)
 	}
-	if maxSize <= 0 || r.size(szt) <= maxSize {
-		return []xexporterhelper.Request{r}, nil
-	}
-	var parts []xexporterhelper.Request
-	cur, curSize := record.NewSet(), 0
-	for _, e := range r.entries() {
+
+	parts := []xexporterhelper.Request{r}
+	cur, curSize := r, r.size(szt)
+	for _, e := range incoming {
 		n := 1
 		if szt == exporterhelper.RequestSizerTypeBytes {
 			n = record.EncodedLen(e.key, e.value) + 1
 		}
 		if curSize > 0 && curSize+n > maxSize {
-			parts = append(parts, newRecordsRequest(cur, r.waiting))
-			cur, curSize = record.NewSet(), 0
+			cur, curSize = newRecordsRequest(record.NewSet(), r.waiting), 0
+			parts = append(parts, cur)
 		}
-		cur.Add(e.stream, e.key, e.value)
+		cur.set.Add(e.stream, e.key, e.value)
+		cur.bytes = -1
 		curSize += n
 	}
-	parts = append(parts, newRecordsRequest(cur, r.waiting))
-	// Full parts first; the remainder (smallest) last.
 	return parts, nil
 }
 

@@ -142,3 +142,29 @@ func TestEncodingRoundTrip(t *testing.T) {
 		assert.Error(t, err)
 	}
 }
+
+// exporterhelper's batcher ties the current batch's completion (its
+// persistent-queue items) to the first part MergeSplit returns: that part
+// must hold every record of the current batch.
+func TestMergeSplitKeepsCurrentBatchFirst(t *testing.T) {
+	cur := testRequest(t, "z", 2, 1)
+	in := testRequest(t, "a", 3, 1)
+	in.set.Add("z", testKey(t, "customer-0000"), 5) // same key as one of cur's: merges into it
+	parts, err := cur.MergeSplit(context.Background(), 3, exporterhelper.RequestSizerTypeItems, in)
+	require.NoError(t, err)
+	require.Len(t, parts, 2)
+	first := parts[0].(*recordsRequest).set
+	for _, s := range cur.set.Streams() {
+		for k := range cur.set.Records(s) {
+			_, ok := first.Value(s, k)
+			assert.True(t, ok, "record of the current batch not in the first part")
+		}
+	}
+	v, _ := first.Value("z", testKey(t, "customer-0000"))
+	assert.Equal(t, 6.0, v)
+	assert.Equal(t, 3, parts[0].ItemsCount())
+	assert.Equal(t, 2, parts[1].ItemsCount())
+	sum, items := total(parts...)
+	assert.Equal(t, 10.0, sum)
+	assert.Equal(t, 5, items)
+}

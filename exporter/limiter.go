@@ -94,6 +94,12 @@ func (l *Limiter) MaxChunk() int {
 	return m
 }
 
+// reservable reports whether n records fit in one day's budget, so that
+// they can be taken at once before sending.
+func (l *Limiter) reservable(n int) bool {
+	return l != nil && l.perDay > 0 && n > 0 && n <= l.perDay
+}
+
 // BudgetLeft returns the records left in today's (UTC) budget; limited is
 // false when there is no daily budget.
 func (l *Limiter) BudgetLeft() (left int, limited bool) {
@@ -119,33 +125,53 @@ func (l *Limiter) Wait(ctx context.Context, n int) error {
 // wait is Wait; with block false it returns a *BudgetError instead of
 // waiting for the next UTC day.
 func (l *Limiter) wait(ctx context.Context, n int, block bool) error {
+	if err := l.waitBudget(ctx, n, block); err != nil {
+		return err
+	}
+	if err := l.waitRate(ctx, n); err != nil {
+		l.Refund(n)
+		return err
+	}
+	return nil
+}
+
+// waitBudget takes n records from the daily budget, waiting for the next
+// UTC day while they do not fit (or returning a *BudgetError when block is
+// false).
+func (l *Limiter) waitBudget(ctx context.Context, n int, block bool) error {
 	if l == nil || n <= 0 {
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if l.perDay > 0 && n > l.perDay {
+	if l.perDay == 0 {
+		return nil
+	}
+	if n > l.perDay {
 		return fmt.Errorf("%w: %d records asked, daily budget is %d", ErrInvalid, n, l.perDay)
 	}
-	if l.perDay > 0 {
-		start := l.clock.Now()
-		for {
-			wait, ok := l.takeBudget(n)
-			if ok {
-				break
-			}
-			if !block {
-				return &BudgetError{RetryAfter: wait}
-			}
-			err := l.clock.Sleep(ctx, wait)
-			l.report(ctx, start, "daily_budget")
-			if err != nil {
-				return fmt.Errorf("%w: %w", ErrBudgetExhausted, err)
-			}
+	start := l.clock.Now()
+	for {
+		wait, ok := l.takeBudget(n)
+		if ok {
+			return nil
+		}
+		if !block {
+			return &BudgetError{RetryAfter: wait}
+		}
+		err := l.clock.Sleep(ctx, wait)
+		l.report(ctx, start, "daily_budget")
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrBudgetExhausted, err)
 		}
 	}
-	if l.rl == nil {
+}
+
+// waitRate waits until the token bucket has n records (in pieces of at most
+// the burst).
+func (l *Limiter) waitRate(ctx context.Context, n int) error {
+	if l == nil || l.rl == nil || n <= 0 {
 		return nil
 	}
 	start := l.clock.Now()
@@ -157,7 +183,6 @@ func (l *Limiter) wait(ctx context.Context, n int, block bool) error {
 		if d := r.DelayFrom(now); d > 0 {
 			if err := l.clock.Sleep(ctx, d); err != nil {
 				r.CancelAt(l.clock.Now())
-				l.Refund(n)
 				return err
 			}
 		}

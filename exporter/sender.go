@@ -114,6 +114,16 @@ func (s *Sender) Send(ctx context.Context, set *record.Set) (unsent *record.Set,
 	}()
 
 	var st sendState
+	// A batch that fits in a day's budget takes it all before its first
+	// chunk: then it is never left half sent waiting for the next day (a
+	// half-sent batch interrupted by a shutdown is replayed whole).
+	if total := set.Len(); s.cfg.DryRun == nil && s.cfg.Limiter.reservable(total) {
+		if err := s.cfg.Limiter.waitBudget(ctx, total, s.cfg.Budget == BudgetWait); err != nil {
+			return set, err
+		}
+		st.reserved = total
+		defer func() { s.cfg.Limiter.Refund(st.reserved - st.taken) }()
+	}
 	streams := set.Streams()
 	for i, stream := range streams {
 		entries, skipped := SortedEntries((*entp)[:0], set.Records(stream))
@@ -140,13 +150,16 @@ func (s *Sender) Send(ctx context.Context, set *record.Set) (unsent *record.Set,
 type sendState struct {
 	total, dropped int
 	firstErr       error
+	// reserved records of the daily budget taken for the whole batch;
+	// taken of them handed to requests (the rest is refunded at the end).
+	reserved, taken int
 }
 
 // sendChunk sends the next chunk of entries; it returns how many leading
 // entries are finished (accepted or dropped) and a retryable error, if any.
 func (s *Sender) sendChunk(ctx context.Context, stream string, entries []Entry, bufp *[]byte, st *sendState) (int, error) {
 	maxRecords := s.cfg.Limiter.MaxChunk()
-	if left, limited := s.cfg.Limiter.BudgetLeft(); limited && left > 0 && (maxRecords == 0 || left < maxRecords) {
+	if left, limited := s.cfg.Limiter.BudgetLeft(); st.reserved == 0 && limited && left > 0 && (maxRecords == 0 || left < maxRecords) {
 		maxRecords = left // use up today's budget rather than wait for a day with room for a full chunk
 	}
 	body, n := s.cfg.Chunker.Encode((*bufp)[:0], entries, maxRecords)
@@ -161,7 +174,12 @@ func (s *Sender) sendChunk(ctx context.Context, stream string, entries []Entry, 
 		}
 		return n, nil
 	}
-	if err := s.cfg.Limiter.wait(ctx, n, s.cfg.Budget == BudgetWait); err != nil {
+	if st.reserved > 0 {
+		if err := s.cfg.Limiter.waitRate(ctx, n); err != nil {
+			return 0, err
+		}
+		st.taken += n // from here on, refunds are per request (see post)
+	} else if err := s.cfg.Limiter.wait(ctx, n, s.cfg.Budget == BudgetWait); err != nil {
 		return 0, err
 	}
 	return s.post(ctx, stream, entries[:n], body, bufp, st)

@@ -318,6 +318,44 @@ func TestSendWithLimiter(t *testing.T) {
 		}
 		api.checkOnce(t, set)
 	})
+	t.Run("a batch that fits in a day is never half sent", func(t *testing.T) {
+		api := newFakeAPI(t, func(n int, _ string, _ int, _ http.Header) (int, string) {
+			if n == 3 {
+				return 503, "" // the second batch's second chunk: not applied
+			}
+			return 0, ""
+		})
+		clk := &fakeClock{now: time.Date(2025, 6, 1, 20, 0, 0, 0, time.UTC)}
+		l := NewLimiter(LimiterConfig{RecordsPerDay: 25, Clock: clk})
+		s := NewSender(api.client(), SenderConfig{Chunker: Chunker{MaxRecords: 10}, Limiter: l, Budget: BudgetReturn})
+		first := makeSet(t, 10, "a")
+		if _, err := s.Send(context.Background(), first); err != nil {
+			t.Fatal(err)
+		}
+		// 15 left today; 20 records: none is sent today.
+		second := makeSet(t, 20, "b")
+		unsent, err := s.Send(context.Background(), second)
+		if !errors.Is(err, ErrBudgetExhausted) || unsent.Len() != 20 || len(api.sizes) != 1 {
+			t.Fatal(err, unsent.Len(), api.sizes)
+		}
+		if left, _ := l.BudgetLeft(); left != 15 {
+			t.Fatal("budget taken by a batch that was not sent:", left)
+		}
+		clk.now = clk.now.Add(4 * time.Hour) // next UTC day
+		unsent, err = s.Send(context.Background(), unsent)
+		if err == nil || unsent.Len() != 10 {
+			t.Fatal(err, unsent.Len())
+		}
+		if left, _ := l.BudgetLeft(); left != 15 {
+			t.Fatal("the refused and the unsent records go back to the budget:", left)
+		}
+		if unsent, err = s.Send(context.Background(), unsent); err != nil || unsent != nil {
+			t.Fatal(err)
+		}
+		if want := []int{10, 10, 10}; !slices.Equal(api.sizes, want) { // accepted requests
+			t.Fatal(api.sizes)
+		}
+	})
 	t.Run("budget used up, BudgetWait bounded by ctx", func(t *testing.T) {
 		api := newFakeAPI(t, nil)
 		l := NewLimiter(LimiterConfig{RecordsPerDay: 10})

@@ -153,6 +153,7 @@ type callCtx struct {
 	resHash     seriesID
 	scopeHash   seriesID
 	needState   bool
+	startInID   bool  // the start timestamp is part of the series identity
 	finest      int64 // smallest bucket among the metric's streams
 	kind        kind
 }

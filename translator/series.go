@@ -89,12 +89,17 @@ func (c *callCtx) hashPrefix(m pmetric.Metric) {
 		b = append(b, 0)
 	}
 	h.buf, h.prefix = b, len(b)
+	// A gauge's start time is optional and means nothing (some SDKs set a
+	// new one on every export): it is not part of a gauge series' identity.
+	c.startInID = m.Type() != pmetric.MetricTypeGauge
 }
 
 func (c *callCtx) seriesID(p *point) seriesID {
 	h := &c.t.hasher
 	b := appendMap(h.buf[:h.prefix], p.attrs, &h.kvs)
-	b = binary.LittleEndian.AppendUint64(b, uint64(p.start))
+	if c.startInID {
+		b = binary.LittleEndian.AppendUint64(b, uint64(p.start))
+	}
 	h.buf = b
 	return h.sum(b)
 }
@@ -211,11 +216,14 @@ func (t *Translator) RestoreState(b []byte) error {
 	data := []byte(rest[k:])
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	now := t.now().UnixNano()
 	for ; len(data) > 0; data = data[stateRecSize:] {
 		u := func(i int) uint64 { return binary.LittleEndian.Uint64(data[i*8:]) }
 		id := seriesID{hi: u(0), lo: u(1)}
 		flags := data[48]
-		if flags&flagDeleted != 0 {
+		if flags&flagDeleted != 0 || now-int64(u(3)) > t.ttl {
+			// Deleted, or past its TTL: restoring it could take the place
+			// of a live series when the state is at MaxSeries.
 			delete(t.series, id)
 			continue
 		}

@@ -79,3 +79,39 @@ func TestTransactions(t *testing.T) {
 		assert.Panics(t, func() { tx.Rollback() })
 	})
 }
+
+// A gauge's start time may change on every export (it is optional for
+// gauges): the series is the same and keeps integrating.
+func TestGaugeStartTimeIsNotIdentity(t *testing.T) {
+	mem := translator.Stream{Name: "mem", Metrics: []string{"mem"}, Granularity: record.Hourly, ElementName: "tenant"}
+	c := &clock{t0.Add(time.Hour)}
+	tr := newTr(t, c, translator.Settings{}, mem)
+	tr.Translate(metrics("mem", gauge, pt{start: t0.Add(-time.Second), ts: t0, v: 2}))
+	set, st := tr.Translate(metrics("mem", gauge, pt{start: t0.Add(59 * time.Second), ts: t0.Add(time.Minute), v: 3}))
+	assert.Equal(t, map[string]string{"mem a 2026-01-02T00:00:00Z": "120"}, values(t, set), "2 held for 60 s")
+	assert.Equal(t, 1, st.Series)
+}
+
+// Restoring skips series already past their TTL, so that at MaxSeries they
+// cannot take the place of live ones.
+func TestRestoreSkipsExpiredSeries(t *testing.T) {
+	cpu := translator.Stream{Name: "cpu", Metrics: []string{"cpu"}, Granularity: record.Hourly, ElementName: "tenant"}
+	before := t0.Add(-time.Hour)
+	c := &clock{t0.Add(time.Hour)}
+	saved := func(tenant string, ts time.Time) []byte {
+		tr := newTr(t, c, translator.Settings{SeriesTTL: time.Hour}, cpu)
+		tr.Translate(metrics("cpu", cumSum, pt{attrs: map[string]any{"tenant": tenant}, start: before, ts: ts, v: 1}))
+		state, err := tr.MarshalState()
+		require.NoError(t, err)
+		return state
+	}
+	old := saved("old", t0) // seen at 01:00
+	c.now = c.now.Add(90 * time.Minute)
+	live := saved("live", t0.Add(time.Hour)) // seen at 02:30
+
+	restored := newTr(t, c, translator.Settings{SeriesTTL: time.Hour, MaxSeries: 1}, cpu)
+	require.NoError(t, restored.RestoreState(old))
+	require.NoError(t, restored.RestoreState(live))
+	set, _ := restored.Translate(metrics("cpu", cumSum, pt{attrs: map[string]any{"tenant": "live"}, start: before, ts: t0.Add(time.Hour + time.Minute), v: 5}))
+	assert.Equal(t, map[string]string{"cpu live 2026-01-02T01:00:00Z": "4"}, values(t, set), "the live series was restored")
+}
