@@ -100,6 +100,8 @@ type point struct {
 	attrs     pcommon.Map
 	start, ts int64
 	v         float64 // number value, or distribution count
+	iv        int64   // v exactly, when isInt: float64 is exact only up to 2^53
+	isInt     bool
 	sum       float64
 	hasSum    bool
 	noValue   bool
@@ -187,21 +189,21 @@ func (c *callCtx) metric(m pmetric.Metric) {
 		for i := 0; i < dps.Len(); i++ {
 			dp := dps.At(i)
 			c.point(point{attrs: dp.Attributes(), start: int64(dp.StartTimestamp()), ts: int64(dp.Timestamp()),
-				v: float64(dp.Count()), sum: dp.Sum(), hasSum: dp.HasSum(), noValue: dp.Flags().NoRecordedValue()})
+				v: float64(dp.Count()), iv: int64(dp.Count()), isInt: true, sum: dp.Sum(), hasSum: dp.HasSum(), noValue: dp.Flags().NoRecordedValue()})
 		}
 	case pmetric.MetricTypeExponentialHistogram:
 		dps := m.ExponentialHistogram().DataPoints()
 		for i := 0; i < dps.Len(); i++ {
 			dp := dps.At(i)
 			c.point(point{attrs: dp.Attributes(), start: int64(dp.StartTimestamp()), ts: int64(dp.Timestamp()),
-				v: float64(dp.Count()), sum: dp.Sum(), hasSum: dp.HasSum(), noValue: dp.Flags().NoRecordedValue()})
+				v: float64(dp.Count()), iv: int64(dp.Count()), isInt: true, sum: dp.Sum(), hasSum: dp.HasSum(), noValue: dp.Flags().NoRecordedValue()})
 		}
 	case pmetric.MetricTypeSummary:
 		dps := m.Summary().DataPoints()
 		for i := 0; i < dps.Len(); i++ {
 			dp := dps.At(i)
 			c.point(point{attrs: dp.Attributes(), start: int64(dp.StartTimestamp()), ts: int64(dp.Timestamp()),
-				v: float64(dp.Count()), sum: dp.Sum(), hasSum: true, noValue: dp.Flags().NoRecordedValue()})
+				v: float64(dp.Count()), iv: int64(dp.Count()), isInt: true, sum: dp.Sum(), hasSum: true, noValue: dp.Flags().NoRecordedValue()})
 		}
 	}
 }
@@ -213,7 +215,8 @@ func (c *callCtx) numbers(dps pmetric.NumberDataPointSlice) {
 			noValue: dp.Flags().NoRecordedValue()}
 		switch dp.ValueType() {
 		case pmetric.NumberDataPointValueTypeInt:
-			p.v = float64(dp.IntValue())
+			p.iv, p.isInt = dp.IntValue(), true
+			p.v = float64(p.iv)
 		case pmetric.NumberDataPointValueTypeDouble:
 			p.v = dp.DoubleValue()
 		default:
@@ -407,10 +410,13 @@ func (c *callCtx) advance(p *point, closing bool) stateResult {
 	}
 	sr := stateResult{prevTS: s.ts, prevV: s.v}
 	if c.kind != kindLevel {
-		if p.v < s.v { // reset: the new value is the usage since
+		if p.v < s.v || (p.isInt && s.isInt && p.iv < s.iv) { // reset: the new value is the usage since
 			sr.d1, sr.d2 = p.v, p.sum
 		} else {
 			sr.d1, sr.d2 = p.v-s.v, p.sum-s.sum
+			if p.isInt && s.isInt { // exact even past 2^53
+				sr.d1 = float64(uint64(p.iv) - uint64(s.iv))
+			}
 			sr.noSumDelta = s.noSum
 		}
 	}

@@ -21,12 +21,14 @@ type series struct {
 	ts    int64   // timestamp, unix nanoseconds
 	seen  int64   // clock when last seen, unix nanoseconds
 	v     float64 // value, level or count
+	iv    int64   // v exactly, when isInt
 	sum   float64 // distribution sum
 	noSum bool
+	isInt bool
 }
 
 func newSeries(p *point, now int64) series {
-	return series{ts: p.ts, seen: now, v: p.v, sum: p.sum, noSum: !p.hasSum}
+	return series{ts: p.ts, seen: now, v: p.v, iv: p.iv, isInt: p.isInt, sum: p.sum, noSum: !p.hasSum}
 }
 
 const hashSeed2 = 0x9e3779b97f4a7c15
@@ -230,8 +232,13 @@ func (t *Translator) RestoreState(b []byte) error {
 		if _, present := t.series[id]; !present && len(t.series) >= t.maxSeries {
 			continue
 		}
-		t.series[id] = &series{ts: int64(u(2)), seen: int64(u(3)), v: math.Float64frombits(u(4)),
-			sum: math.Float64frombits(u(5)), noSum: flags&flagNoSum != 0}
+		sr := &series{ts: int64(u(2)), seen: int64(u(3)), v: math.Float64frombits(u(4)),
+			sum: math.Float64frombits(u(5)), noSum: flags&flagNoSum != 0, isInt: flags&flagInt != 0}
+		if sr.isInt {
+			sr.iv = int64(u(4))
+			sr.v = float64(sr.iv)
+		}
+		t.series[id] = sr
 	}
 	t.lastSweep = math.MinInt64 / 2 // sweep expired series at the next call
 	return nil

@@ -131,11 +131,16 @@ func (t *Translator) encodeChanges(undo []undoEntry) []byte {
 const (
 	flagNoSum   = 1
 	flagDeleted = 2
+	flagInt     = 4 // the value field holds the exact int64, not float64 bits
 )
 
 func appendSeries(b []byte, id seriesID, s *series, flags byte) []byte {
 	b = appendID(b, id)
-	for _, u := range []uint64{uint64(s.ts), uint64(s.seen), math.Float64bits(s.v), math.Float64bits(s.sum)} {
+	v := math.Float64bits(s.v)
+	if s.isInt {
+		v, flags = uint64(s.iv), flags|flagInt
+	}
+	for _, u := range []uint64{uint64(s.ts), uint64(s.seen), v, math.Float64bits(s.sum)} {
 		b = binary.LittleEndian.AppendUint64(b, u)
 	}
 	if s.noSum {

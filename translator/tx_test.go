@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/cloudzero-otel/cloudzeroexporter/record"
 	"github.com/cloudzero-otel/cloudzeroexporter/translator"
@@ -114,4 +115,29 @@ func TestRestoreSkipsExpiredSeries(t *testing.T) {
 	require.NoError(t, restored.RestoreState(live))
 	set, _ := restored.Translate(metrics("cpu", cumSum, pt{attrs: map[string]any{"tenant": "live"}, start: before, ts: t0.Add(time.Hour + time.Minute), v: 5}))
 	assert.Equal(t, map[string]string{"cpu live 2026-01-02T01:00:00Z": "4"}, values(t, set), "the live series was restored")
+}
+
+// Integer counters past 2^53 (where float64 stops being exact) still give
+// exact deltas, also across a saved and restored state.
+func TestLargeIntegerCounterDeltasAreExact(t *testing.T) {
+	cpu := translator.Stream{Name: "cpu", Metrics: []string{"cpu"}, Granularity: record.Hourly, ElementName: "tenant"}
+	before := t0.Add(-time.Hour)
+	intPoint := func(ts time.Time, v int64) pmetric.Metrics {
+		md := metrics("cpu", cumSum, pt{start: before, ts: ts})
+		md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).Sum().DataPoints().At(0).SetIntValue(v)
+		return md
+	}
+	const big = int64(1) << 53
+	c := &clock{t0.Add(time.Hour)}
+	tr := newTr(t, c, translator.Settings{}, cpu)
+	tr.Translate(intPoint(t0, big+1))
+	set, _ := tr.Translate(intPoint(t0.Add(time.Minute), big+3))
+	assert.Equal(t, map[string]string{"cpu a 2026-01-02T00:00:00Z": "2"}, values(t, set))
+
+	state, err := tr.MarshalState()
+	require.NoError(t, err)
+	restored := newTr(t, c, translator.Settings{}, cpu)
+	require.NoError(t, restored.RestoreState(state))
+	set, _ = restored.Translate(intPoint(t0.Add(2*time.Minute), big+8))
+	assert.Equal(t, map[string]string{"cpu a 2026-01-02T00:00:00Z": "5"}, values(t, set))
 }
