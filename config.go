@@ -224,8 +224,11 @@ func (s StreamConfig) validate() []string {
 	var errs []string
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 
-	if !streamNameRE.MatchString(s.Name) {
+	switch {
+	case !streamNameRE.MatchString(s.Name):
 		add("name: must match ^[A-Za-z0-9_.-]{1,256}$")
+	case s.Name == "." || s.Name == "..":
+		add("name: . and .. are URL path segments, not stream names")
 	}
 	if len(s.Metrics) == 0 {
 		add("metrics: at least one metric name is required")

@@ -160,3 +160,12 @@ func TestQueueCanBeDisabled(t *testing.T) {
 	require.NoError(t, confmap.NewFromStringMap(map[string]any{"sending_queue": map[string]any{"enabled": false}}).Unmarshal(cfg))
 	assert.False(t, cfg.QueueConfig.HasValue())
 }
+
+func TestDotStreamNamesRejected(t *testing.T) {
+	for _, name := range []string{".", ".."} {
+		cfg := createDefaultConfig().(*Config)
+		cfg.APIKey = "k"
+		cfg.Streams = []StreamConfig{{Name: name, Metrics: []string{"m"}, ElementName: "e"}}
+		assert.ErrorContains(t, cfg.Validate(), "name: . and .. are URL path segments")
+	}
+}

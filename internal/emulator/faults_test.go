@@ -63,6 +63,7 @@ func TestAmbiguousApplied(t *testing.T) {
 	assert.Equal(t, "0.3", findStream(l, "s").Total, "the records ARE stored")
 	assert.Equal(t, int64(1), l.AmbiguousAppliedRequests)
 	assert.Equal(t, int64(2), l.AmbiguousAppliedRecords)
+	assert.Equal(t, "0.3", l.AmbiguousAppliedUnits, "exactly what a re-send counts twice")
 
 	// An invalid request under an apply step gets its real answer.
 	r = f.post(streamURL("s", "sum"), body(rec(hour0, Hourly, "a", "-1", nil)))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"mime"
 	"net"
 	"net/http"
@@ -95,6 +96,7 @@ type stats struct {
 	over15          int64
 	ambiguousReq    int64
 	ambiguousRec    int64
+	ambiguousUnits  big.Rat // sum of the values of sum records in ambiguous requests
 	abandonedReq    int64
 	abandonedRec    int64
 	injected        map[int]int64
@@ -269,6 +271,7 @@ func (s *Server) Ledger() Ledger {
 		ValuesOver15Digits:       st.over15,
 		AmbiguousAppliedRequests: st.ambiguousReq,
 		AmbiguousAppliedRecords:  st.ambiguousRec,
+		AmbiguousAppliedUnits:    FormatDecimal(&st.ambiguousUnits),
 		AbandonedAppliedRequests: st.abandonedReq,
 		AbandonedAppliedRecords:  st.abandonedRec,
 		InjectedFaults:           statusMap(st.injected),
@@ -341,6 +344,7 @@ type response struct {
 	err        *apiError
 	retryAfter *int
 	records    int           // records in the request, when it was parsed
+	units      big.Rat       // sum of the records' values (sum route), when applied
 	applied    bool          // the records were stored
 	delay      time.Duration // injected delay before answering
 }
@@ -436,6 +440,7 @@ func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request, rt route) res
 		s.st.injected[step.Status]++
 		s.st.ambiguousReq++
 		s.st.ambiguousRec += int64(res.records)
+		s.st.ambiguousUnits.Add(&s.st.ambiguousUnits, &res.units)
 		s.mu.Unlock()
 		res.status, res.retryAfter = step.Status, step.RetryAfterSeconds
 		res.err = &apiError{status: step.Status, reason: ReasonInjected,
@@ -496,6 +501,11 @@ func (s *Server) handleRecords(w http.ResponseWriter, r *http.Request, rt route)
 	res.status = http.StatusOK
 	if rt.op == OpDelete {
 		res.status = http.StatusCreated
+	}
+	if rt.op == OpSum {
+		for _, rec := range recs {
+			res.units.Add(&res.units, rec.value)
+		}
 	}
 	st := &s.st
 	st.recordsAccepted += int64(len(recs))

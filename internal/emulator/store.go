@@ -653,8 +653,12 @@ type Ledger struct {
 	// error status ("apply": true fault steps).
 	AmbiguousAppliedRequests int64 `json:"ambiguous_applied_requests"`
 	AmbiguousAppliedRecords  int64 `json:"ambiguous_applied_records"`
+	// AmbiguousAppliedUnits is the exact sum of the values those requests added
+	// (sum route): what a client that re-sends them counts twice.
+	AmbiguousAppliedUnits string `json:"ambiguous_applied_units"`
 	// AbandonedApplied*: requests that were applied, then delayed by a fault step,
 	// and whose client went away before the answer (a client-side timeout).
+	// A request can be both ambiguous and abandoned: do not add the two up.
 	AbandonedAppliedRequests int64 `json:"abandoned_applied_requests"`
 	AbandonedAppliedRecords  int64 `json:"abandoned_applied_records"`
 	// InjectedFaults counts requests answered by a fault step's status, by status
