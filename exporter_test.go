@@ -67,6 +67,21 @@ func testConfig(endpoint string) *Config {
 	return cfg
 }
 
+var fileStorageID = component.NewID(component.MustNewType("file_storage"))
+
+// fileStorageHost starts a file_storage extension on dir and returns a host
+// offering it (as fileStorageID), and its stop function.
+func fileStorageHost(t *testing.T, dir string) (component.Host, func()) {
+	t.Helper()
+	fcfg := filestorage.NewFactory().CreateDefaultConfig().(*filestorage.Config)
+	fcfg.Directory = dir
+	ext, err := filestorage.NewFactory().Create(context.Background(), extensiontest.NewNopSettings(fileStorageID.Type()), fcfg)
+	require.NoError(t, err)
+	require.NoError(t, ext.Start(context.Background(), componenttest.NewNopHost()))
+	return testHost{Host: componenttest.NewNopHost(), ext: map[component.ID]component.Component{fileStorageID: ext}},
+		func() { require.NoError(t, ext.Shutdown(context.Background())) }
+}
+
 type testHost struct {
 	component.Host
 	ext map[component.ID]component.Component
@@ -262,18 +277,9 @@ func TestQueueFullKeepsCumulativeState(t *testing.T) {
 func TestPersistentQueueAndStateSurviveRestart(t *testing.T) {
 	em := startEmulator(t)
 	dir := t.TempDir()
-	storageID := component.NewID(component.MustNewType("file_storage"))
-	startHost := func() (component.Host, func()) {
-		fcfg := filestorage.NewFactory().CreateDefaultConfig().(*filestorage.Config)
-		fcfg.Directory = dir
-		ext, err := filestorage.NewFactory().Create(context.Background(), extensiontest.NewNopSettings(component.MustNewType("file_storage")), fcfg)
-		require.NoError(t, err)
-		require.NoError(t, ext.Start(context.Background(), componenttest.NewNopHost()))
-		return testHost{Host: componenttest.NewNopHost(), ext: map[component.ID]component.Component{storageID: ext}},
-			func() { require.NoError(t, ext.Shutdown(context.Background())) }
-	}
+	startHost := func() (component.Host, func()) { return fileStorageHost(t, dir) }
 	cfg := testConfig(em.URL)
-	cfg.QueueConfig.Get().StorageID = &storageID
+	cfg.QueueConfig.Get().StorageID = &fileStorageID
 
 	// First run: the server refuses everything.
 	require.NoError(t, em.Server.SetFaults(emulator.FaultConfig{Steps: []emulator.FaultStep{{Count: 1, Status: 503}}, Repeat: true}))
@@ -347,18 +353,9 @@ func TestLongRetryAfterIsWaitedOut(t *testing.T) {
 func TestBudgetNeverLeavesBatchHalfSent(t *testing.T) {
 	em := startEmulator(t)
 	dir := t.TempDir()
-	storageID := component.NewID(component.MustNewType("file_storage"))
-	startHost := func() (component.Host, func()) {
-		fcfg := filestorage.NewFactory().CreateDefaultConfig().(*filestorage.Config)
-		fcfg.Directory = dir
-		ext, err := filestorage.NewFactory().Create(context.Background(), extensiontest.NewNopSettings(component.MustNewType("file_storage")), fcfg)
-		require.NoError(t, err)
-		require.NoError(t, ext.Start(context.Background(), componenttest.NewNopHost()))
-		return testHost{Host: componenttest.NewNopHost(), ext: map[component.ID]component.Component{storageID: ext}},
-			func() { require.NoError(t, ext.Shutdown(context.Background())) }
-	}
+	startHost := func() (component.Host, func()) { return fileStorageHost(t, dir) }
 	cfg := testConfig(em.URL)
-	cfg.QueueConfig.Get().StorageID = &storageID
+	cfg.QueueConfig.Get().StorageID = &fileStorageID
 	cfg.RateLimit.RecordsPerDay = 3
 	cfg.MaxRecordsPerRequest = 2
 
