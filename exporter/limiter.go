@@ -174,13 +174,18 @@ func (l *Limiter) waitRate(ctx context.Context, n int) error {
 	if l == nil || l.rl == nil || n <= 0 {
 		return nil
 	}
-	start := l.clock.Now()
-	defer l.report(ctx, start, "rate")
+	start, waited := l.clock.Now(), false
+	defer func() {
+		if waited { // calls that did not wait report nothing
+			l.report(ctx, start, "rate")
+		}
+	}()
 	for rem := n; rem > 0; {
 		k := min(rem, l.burst)
 		now := l.clock.Now()
 		r := l.rl.ReserveN(now, k)
 		if d := r.DelayFrom(now); d > 0 {
+			waited = true
 			if err := l.clock.Sleep(ctx, d); err != nil {
 				r.CancelAt(l.clock.Now())
 				return err
