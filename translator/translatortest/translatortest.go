@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"testing"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -154,4 +155,59 @@ func (w *Workload) Advance(ts time.Time) {
 	for _, dp := range w.gauges {
 		dp.SetTimestamp(t)
 	}
+}
+
+// BenchmarkTranslate runs the documented workload (2,000 points, 1,000 sums
+// + 1,000 gauges, 5 resource and 2 point attributes) through one Translator,
+// advancing the timestamps 10s per call (outside the timer) as a real export
+// interval would, so that every call produces 800 records (400 per stream).
+// In "cumulative-new-keys" they advance an hour per call, so every record is
+// in a new bucket: the worst case for key encoding. It reports ns/point.
+// Shared by translator's own benchmark and the bench module's comparison.
+func BenchmarkTranslate(b *testing.B) {
+	for _, tc := range []struct {
+		name       string
+		cumulative bool
+		step       time.Duration
+	}{{"cumulative", true, 10 * time.Second}, {"delta", false, 10 * time.Second}, {"cumulative-new-keys", true, time.Hour}} {
+		b.Run(tc.name, func(b *testing.B) {
+			base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			now := base
+			w := NewWorkload(tc.cumulative, base.Add(-time.Hour))
+			tr, err := translator.New(translator.Settings{Streams: WorkloadStreams(),
+				StartTime: base, Now: func() time.Time { return now }})
+			if err != nil {
+				b.Fatal(err)
+			}
+			step := func() {
+				now = now.Add(tc.step)
+				w.Advance(now)
+			}
+			step()
+			tr.Translate(w.Metrics) // baselines
+			records := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				step()
+				b.StartTimer()
+				set, st := tr.Translate(w.Metrics)
+				records += set.Len()
+				if len(st.Dropped) > 0 || st.Points != WorkloadPoints {
+					b.Fatalf("unexpected stats %+v", st)
+				}
+			}
+			b.StopTimer()
+			if records != b.N*800 { // 100 customers × 4 features × 2 streams
+				b.Fatalf("%d records in %d calls", records, b.N)
+			}
+			ReportPerPoint(b)
+		})
+	}
+}
+
+// ReportPerPoint reports the benchmark's time per workload point.
+func ReportPerPoint(b *testing.B) {
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*WorkloadPoints), "ns/point")
 }
