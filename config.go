@@ -3,19 +3,20 @@ package cloudzeroexporter // import "github.com/cloudzero-otel/cloudzeroexporter
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"reflect"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/config/confighttp"
 	"go.opentelemetry.io/collector/config/configopaque"
-	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/config/configretry"
 	"go.opentelemetry.io/collector/confmap"
-	"go.opentelemetry.io/collector/exporter/exporterhelper"
+
+	"github.com/cloudzero-otel/cloudzeroexporter/record"
 )
 
 // Value modes of a stream (see README, "What one record means").
@@ -26,22 +27,22 @@ const (
 	ValueIntegral = "integral"
 )
 
-// CloudZero's limits on one record's filter (cloudzero-api.md).
+// Delivery modes (see README, "Delivery").
 const (
-	maxFilterKeys   = 5
-	maxFilterValues = 20
+	DeliverySum     = "sum"
+	DeliveryReplace = "replace"
 )
-
-var streamNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,256}$`)
 
 // Config is the configuration of the cloudzero exporter.
 type Config struct {
 	// ClientConfig is a named field: confighttp.ClientConfig implements
 	// confmap.Unmarshaler, and embedding it anonymously would let its method
 	// decode the whole config and silently drop our own keys.
-	ClientConfig  confighttp.ClientConfig                                  `mapstructure:",squash"`
-	QueueConfig   configoptional.Optional[exporterhelper.QueueBatchConfig] `mapstructure:"sending_queue"`
-	BackOffConfig configretry.BackOffConfig                                `mapstructure:"retry_on_failure"`
+	ClientConfig confighttp.ClientConfig `mapstructure:",squash"`
+	// BackOffConfig: the delays between retries of a failed send. Retries
+	// never end while the collector runs: enabled must stay true and
+	// max_elapsed_time 0.
+	BackOffConfig configretry.BackOffConfig `mapstructure:"retry_on_failure"`
 
 	// APIKey is sent raw in the Authorization header. Never logged.
 	APIKey configopaque.String `mapstructure:"api_key"`
@@ -63,6 +64,21 @@ type Config struct {
 	// to DryRunFile) instead of sending them.
 	DryRun     bool   `mapstructure:"dry_run"`
 	DryRunFile string `mapstructure:"dry_run_file"`
+
+	// Delivery is sum (additive; several writers may share keys) or
+	// replace (idempotent totals; one writer per key; needs Storage).
+	Delivery string `mapstructure:"delivery"`
+	// Storage names a storage extension (e.g. file_storage) that keeps the
+	// ledger and the series state across restarts.
+	Storage *component.ID `mapstructure:"storage"`
+	// FlushInterval: a changed key of an open bucket is sent at most this
+	// often; closed buckets are sent a minute after they end.
+	FlushInterval time.Duration `mapstructure:"flush_interval"`
+	// ShutdownTimeout bounds how long shutdown flushes and retries.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	// MaxKeys bounds the ledger's record keys; usage needing a new key beyond
+	// it is refused with a retryable error.
+	MaxKeys int `mapstructure:"max_keys"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -121,7 +137,9 @@ func (cfg *Config) Unmarshal(conf *confmap.Conf) error {
 	}
 	var errs []error
 	for key := range conf.ToStringMap() {
-		if !slices.Contains(configKeys, key) {
+		if why, ok := removedKeys[key]; ok {
+			errs = append(errs, fmt.Errorf("%s: %s", key, why))
+		} else if !slices.Contains(configKeys, key) {
 			errs = append(errs, fmt.Errorf("unknown key %q", key))
 		}
 	}
@@ -136,6 +154,12 @@ func (cfg *Config) Unmarshal(conf *confmap.Conf) error {
 	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
+}
+
+// removedKeys are keys of earlier versions, with what to do instead.
+var removedKeys = map[string]string{
+	"sending_queue": "no longer applies: the exporter keeps unsent usage in its own ledger, merged by record key " +
+		"(remove sending_queue; use storage: <extension> for persistence, flush_interval, max_keys)",
 }
 
 var (
@@ -198,8 +222,8 @@ func (cfg *Config) Validate() error {
 	if rl.RecordsPerDay < 0 {
 		add("rate_limit.records_per_day: must be positive, or 0 for no daily budget; got %d", rl.RecordsPerDay)
 	}
-	if cfg.MaxRecordsPerRequest <= 0 || cfg.MaxRecordsPerRequest > maxRecordsPerRequestLimit {
-		add("max_records_per_request: must be between 1 and %d, got %d", maxRecordsPerRequestLimit, cfg.MaxRecordsPerRequest)
+	if cfg.MaxRecordsPerRequest <= 0 || cfg.MaxRecordsPerRequest > record.MaxRecordsPerRequest {
+		add("max_records_per_request: must be between 1 and %d, got %d", record.MaxRecordsPerRequest, cfg.MaxRecordsPerRequest)
 	}
 	if cfg.Series.MaxSeries <= 0 {
 		add("series.max_series: must be positive, got %d", cfg.Series.MaxSeries)
@@ -216,7 +240,53 @@ func (cfg *Config) Validate() error {
 	if cfg.DryRunFile != "" && !cfg.DryRun {
 		add("dry_run_file: only used with dry_run: true")
 	}
+	switch cfg.Delivery {
+	case DeliverySum:
+	case DeliveryReplace:
+		if cfg.Storage == nil {
+			add("delivery: replace needs storage (e.g. storage: file_storage): without the stored totals, " +
+				"a restart would overwrite each bucket with a partial total")
+		}
+	default:
+		add("delivery: %q must be sum or replace", cfg.Delivery)
+	}
+	if cfg.FlushInterval < time.Second {
+		add("flush_interval: must be at least 1s, got %s", cfg.FlushInterval)
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		add("shutdown_timeout: must be positive, got %s", cfg.ShutdownTimeout)
+	}
+	if cfg.MaxKeys <= 0 {
+		add("max_keys: must be positive, got %d", cfg.MaxKeys)
+	}
+	errs = append(errs, validateRetry(cfg.BackOffConfig)...)
 	return errors.Join(errs...)
+}
+
+// validateRetry: retries of a failed send go on while the collector runs,
+// because dropping billing data when a budget runs out is never right.
+func validateRetry(b configretry.BackOffConfig) []error {
+	var errs []error
+	if !b.Enabled {
+		errs = append(errs, errors.New("retry_on_failure.enabled: must be true: unsent usage stays in the ledger and is always retried"))
+	}
+	if b.MaxElapsedTime != 0 {
+		errs = append(errs, fmt.Errorf("retry_on_failure.max_elapsed_time: must be 0 (got %s): the exporter retries until CloudZero "+
+			"accepts or refuses the records, and never drops them because retries ran out", b.MaxElapsedTime))
+	}
+	if b.InitialInterval <= 0 {
+		errs = append(errs, fmt.Errorf("retry_on_failure.initial_interval: must be positive, got %s", b.InitialInterval))
+	}
+	if b.MaxInterval < b.InitialInterval {
+		errs = append(errs, fmt.Errorf("retry_on_failure.max_interval: must be at least initial_interval (%s), got %s", b.InitialInterval, b.MaxInterval))
+	}
+	if b.Multiplier < 1 {
+		errs = append(errs, fmt.Errorf("retry_on_failure.multiplier: must be at least 1, got %v", b.Multiplier))
+	}
+	if b.RandomizationFactor < 0 || b.RandomizationFactor > 1 {
+		errs = append(errs, fmt.Errorf("retry_on_failure.randomization_factor: must be between 0 and 1, got %v", b.RandomizationFactor))
+	}
+	return errs
 }
 
 // validate returns the problems of one stream, each starting with its field.
@@ -224,11 +294,8 @@ func (s StreamConfig) validate() []string {
 	var errs []string
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 
-	switch {
-	case !streamNameRE.MatchString(s.Name):
-		add("name: must match ^[A-Za-z0-9_.-]{1,256}$")
-	case s.Name == "." || s.Name == "..":
-		add("name: . and .. are URL path segments, not stream names")
+	if err := record.ValidStreamName(s.Name); err != nil {
+		add("name: %v", err)
 	}
 	if len(s.Metrics) == 0 {
 		add("metrics: at least one metric name is required")
@@ -244,10 +311,10 @@ func (s StreamConfig) validate() []string {
 	if s.ElementName == "" {
 		add("element_name: must name the attribute holding the element (e.g. customer.id)")
 	}
-	if n := len(s.Filter) + len(s.StaticFilter); n > maxFilterKeys {
-		add("filter: %d keys in filter and static_filter together, CloudZero allows at most %d", n, maxFilterKeys)
+	if n := len(s.Filter) + len(s.StaticFilter); n > record.MaxFilterKeys {
+		add("filter: %d keys in filter and static_filter together, CloudZero allows at most %d", n, record.MaxFilterKeys)
 	}
-	for _, k := range sortedKeys(s.Filter) {
+	for _, k := range slices.Sorted(maps.Keys(s.Filter)) {
 		if msg := dimensionKeyProblem(k); msg != "" {
 			add("filter: key %q %s", k, msg)
 		}
@@ -258,7 +325,7 @@ func (s StreamConfig) validate() []string {
 			add("static_filter: key %q is also in filter", k)
 		}
 	}
-	for _, k := range sortedKeys(s.StaticFilter) {
+	for _, k := range slices.Sorted(maps.Keys(s.StaticFilter)) {
 		if msg := dimensionKeyProblem(k); msg != "" {
 			add("static_filter: key %q %s", k, msg)
 		}
@@ -266,14 +333,14 @@ func (s StreamConfig) validate() []string {
 		switch {
 		case len(vals) == 0:
 			add("static_filter: key %q has no values", k)
-		case len(vals) > maxFilterValues:
-			add("static_filter: key %q has %d values, CloudZero allows at most %d", k, len(vals), maxFilterValues)
+		case len(vals) > record.MaxValuesPerKey:
+			add("static_filter: key %q has %d values, CloudZero allows at most %d", k, len(vals), record.MaxValuesPerKey)
 		}
 		if slices.Contains(vals, "") {
 			add("static_filter: key %q has an empty value", k)
 		}
 	}
-	for _, k := range sortedKeys(s.FilterDefaults) {
+	for _, k := range slices.Sorted(maps.Keys(s.FilterDefaults)) {
 		if _, ok := s.Filter[k]; !ok {
 			add("filter_defaults: key %q is not a key of filter", k)
 		}
@@ -300,13 +367,4 @@ func dimensionKeyProblem(k string) string {
 	return ""
 }
 
-func validGranularity(g string) bool { return g == "HOURLY" || g == "DAILY" }
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
+func validGranularity(g string) bool { return record.Granularity(g).Valid() }

@@ -11,7 +11,6 @@ import (
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
-	"go.opentelemetry.io/collector/exporter/exporterhelper"
 
 	"github.com/cloudzero-otel/cloudzeroexporter/internal/metadata"
 )
@@ -68,15 +67,17 @@ func TestLoadValidConfigs(t *testing.T) {
 			{Name: "storage.byte-seconds", Metrics: []string{"storage.bytes"}, ElementName: "tenant", Value: ValueIntegral},
 		}, cfg.Streams)
 
-		require.True(t, cfg.QueueConfig.HasValue())
-		q := cfg.QueueConfig.Get()
-		assert.Equal(t, 2, q.NumConsumers)
-		assert.Equal(t, int64(100000), q.QueueSize)
-		require.True(t, q.Batch.HasValue())
-		assert.Equal(t, time.Minute, q.Batch.Get().FlushTimeout)
-		assert.Equal(t, int64(1000), q.Batch.Get().MinSize)
+		assert.Equal(t, DeliveryReplace, cfg.Delivery)
+		require.NotNil(t, cfg.Storage)
+		assert.Equal(t, component.MustNewIDWithName("file_storage", "cloudzero"), *cfg.Storage)
+		assert.Equal(t, 10*time.Minute, cfg.FlushInterval)
+		assert.Equal(t, 25*time.Second, cfg.ShutdownTimeout)
+		assert.Equal(t, 200_000, cfg.MaxKeys)
 		assert.True(t, cfg.BackOffConfig.Enabled)
-		assert.Equal(t, 10*time.Minute, cfg.BackOffConfig.MaxElapsedTime)
+		assert.Equal(t, 2*time.Second, cfg.BackOffConfig.InitialInterval)
+		assert.Equal(t, time.Minute, cfg.BackOffConfig.MaxInterval)
+		assert.Equal(t, 2.0, cfg.BackOffConfig.Multiplier)
+		assert.Zero(t, cfg.BackOffConfig.MaxElapsedTime)
 	})
 }
 
@@ -86,11 +87,14 @@ func TestDefaultConfig(t *testing.T) {
 	assert.Equal(t, "HOURLY", cfg.Granularity)
 	assert.Equal(t, RateLimitConfig{RecordsPerSecond: 5000, Burst: 300_000, RecordsPerDay: 1_000_000}, cfg.RateLimit)
 	assert.Empty(t, cfg.ClientConfig.Compression, "CloudZero documents no compression: send uncompressed")
-	require.True(t, cfg.QueueConfig.HasValue())
-	assert.True(t, cfg.QueueConfig.Get().Batch.HasValue(), "batching is on by default")
-	assert.Equal(t, exporterhelper.RequestSizerTypeItems, cfg.QueueConfig.Get().Sizer, "the queue is bounded in records")
-	assert.Equal(t, int64(200_000), cfg.QueueConfig.Get().QueueSize)
+	assert.Equal(t, DeliverySum, cfg.Delivery, "sum needs no storage")
+	assert.Nil(t, cfg.Storage)
+	assert.Equal(t, 5*time.Minute, cfg.FlushInterval)
+	assert.Equal(t, 20*time.Second, cfg.ShutdownTimeout, "below Kubernetes' 30s grace period")
+	assert.Equal(t, 1_000_000, cfg.MaxKeys)
 	assert.True(t, cfg.BackOffConfig.Enabled)
+	assert.Zero(t, cfg.BackOffConfig.MaxElapsedTime, "retries never give up")
+	assert.Equal(t, time.Second, cfg.BackOffConfig.InitialInterval)
 
 	// The defaults alone are invalid only for what the user must say.
 	err := confmap.Validate(cfg)
@@ -120,6 +124,11 @@ func TestInvalidConfigs(t *testing.T) {
 		{"bad_value_mode", []string{`streams[0] ("requests"): value: "average" must be one of auto, count, sum, integral`}},
 		{"default_not_in_filter", []string{`streams[0] ("requests"): filter_defaults: key "tag:environment" is not a key of filter`}},
 		{"bad_rate_limit", []string{"rate_limit.records_per_second: must be positive", "rate_limit.burst: must be positive"}},
+		{"bad_delivery", []string{`delivery: "upsert" must be sum or replace`}},
+		{"replace_without_storage", []string{"delivery: replace needs storage (e.g. storage: file_storage)"}},
+		{"bad_delivery_timing", []string{"flush_interval: must be at least 1s, got 100ms", "shutdown_timeout: must be positive", "max_keys: must be positive"}},
+		{"retry_gives_up", []string{"retry_on_failure.max_elapsed_time: must be 0 (got 10m0s)"}},
+		{"retry_disabled", []string{"retry_on_failure.enabled: must be true"}},
 		{"several_problems", []string{
 			"api_key: must be set",
 			`streams[0] ("bad name"): name: must match`,
@@ -155,10 +164,13 @@ func TestUnknownTopLevelKeyRejected(t *testing.T) {
 	assert.ErrorContains(t, err, "granularty")
 }
 
-func TestQueueCanBeDisabled(t *testing.T) {
-	cfg := createDefaultConfig().(*Config)
-	require.NoError(t, confmap.NewFromStringMap(map[string]any{"sending_queue": map[string]any{"enabled": false}}).Unmarshal(cfg))
-	assert.False(t, cfg.QueueConfig.HasValue())
+// sending_queue was this exporter's queue before the ledger: a config that
+// still has it is refused with what to do instead, not silently ignored.
+func TestSendingQueueIsRefusedWithAnExplanation(t *testing.T) {
+	_, err := loadConfig(t, "old_sending_queue")
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "sending_queue: no longer applies")
+	assert.ErrorContains(t, err, "storage: <extension>")
 }
 
 func TestDotStreamNamesRejected(t *testing.T) {

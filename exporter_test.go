@@ -14,14 +14,14 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/exporter"
-	"go.opentelemetry.io/collector/exporter/exporterhelper"
 	"go.opentelemetry.io/collector/exporter/exportertest"
 	"go.opentelemetry.io/collector/extension/extensiontest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	czexporter "github.com/cloudzero-otel/cloudzeroexporter/exporter"
 	"github.com/cloudzero-otel/cloudzeroexporter/internal/emulator"
 	"github.com/cloudzero-otel/cloudzeroexporter/internal/metadata"
 )
@@ -45,8 +45,9 @@ func startEmulator(t *testing.T) *emulator.Instance {
 }
 
 // testConfig returns a valid config sending to endpoint, with one stream fed
-// by "requests" (element customer.id, filter custom:feature), batches flushed
-// quickly and short retries.
+// by "requests" (element customer.id, filter custom:feature), flushed every
+// second and short retries: for the tests that watch sends while the
+// exporter runs. The tests about defaults use defaultConfig.
 func testConfig(endpoint string) *Config {
 	cfg := createDefaultConfig().(*Config)
 	cfg.ClientConfig.Endpoint = endpoint
@@ -58,12 +59,10 @@ func testConfig(endpoint string) *Config {
 		ElementName: "customer.id",
 		Filter:      map[string]string{"custom:feature": "feature"},
 	}}
-	q := cfg.QueueConfig.Get()
-	q.Batch.Get().FlushTimeout = 50 * time.Millisecond
+	cfg.FlushInterval = time.Second
 	cfg.BackOffConfig.InitialInterval = 10 * time.Millisecond
 	cfg.BackOffConfig.MaxInterval = 50 * time.Millisecond
 	cfg.BackOffConfig.RandomizationFactor = 0
-	cfg.BackOffConfig.MaxElapsedTime = time.Minute
 	return cfg
 }
 
@@ -238,52 +237,75 @@ func TestDryRunWritesBodiesAndSendsNothing(t *testing.T) {
 	assert.Len(t, req.Records, 2)
 }
 
-// TestQueueFullKeepsCumulativeState: when exporterhelper refuses records
-// (queue full), the translator's state must not advance, or the usage in
-// that point would be lost for good.
-func TestQueueFullKeepsCumulativeState(t *testing.T) {
+// TestLedgerFullKeepsCumulativeState: when the ledger refuses usage that
+// needs new keys (max_keys), nothing of the export is counted and the
+// translator's state does not advance, so the next point counts it once;
+// existing keys keep accepting.
+func TestLedgerFullKeepsCumulativeState(t *testing.T) {
 	em := startEmulator(t)
 	cfg := testConfig(em.URL)
-	q := cfg.QueueConfig.Get()
-	q.QueueSize = 1
-	q.NumConsumers = 1
-	q.Batch = configoptional.None[exporterhelper.BatchConfig]()
-	// Hold the only consumer: every request waits 300ms at the server.
-	require.NoError(t, em.Server.SetFaults(emulator.FaultConfig{Steps: []emulator.FaultStep{{Count: 100, DelayMS: 300}}}))
+	cfg.MaxKeys = 1
 	exp := newTestExporter(t, cfg, nil)
-
+	ctx := context.Background()
 	start := time.Now().Add(-time.Hour) // before the exporter started: the first point is a baseline
 	at := time.Now().Add(-time.Minute)
-	ctx := context.Background()
 	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("a", start, at, 100)))
-	refused := 0
-	for i := 1; i <= 10; i++ {
-		if exp.ConsumeMetrics(ctx, cumulativeSum("a", start, at.Add(time.Duration(i)*time.Second), float64(100+10*i))) != nil {
-			refused++
-		}
-	}
-	require.Positive(t, refused, "the queue must have refused some points")
-	require.NoError(t, em.Server.SetFaults(emulator.FaultConfig{}))
-	require.Eventually(t, func() bool {
-		return exp.ConsumeMetrics(ctx, cumulativeSum("a", start, at.Add(20*time.Second), 300)) == nil
-	}, 10*time.Second, 50*time.Millisecond)
+	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("a", start, at.Add(time.Second), 110)), "one key: fits")
+	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("b", start, at, 50)), "a baseline makes no record, so needs no key")
+	err := exp.ConsumeMetrics(ctx, cumulativeSum("b", start, at.Add(time.Second), 57))
+	require.ErrorIs(t, err, czexporter.ErrLedgerFull)
+	assert.False(t, consumererror.IsPermanent(err), "the sender retries")
+	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("a", start, at.Add(2*time.Second), 115)), "existing keys keep accepting")
+	// Once a's key is sent and its bucket... still open: a's key stays.
+	// Raise the bound by restarting with a larger max_keys is not needed:
+	// b's next point after the refusal counts what the refused one held.
 	shutdown(t, exp)
-	assert.Equal(t, "200", streamTotal(em.Ledger(), "requests"), "100 -> 300 counted once, refused points included")
+	assert.Equal(t, "15", streamTotal(em.Ledger(), "requests"), "a: 100 -> 115")
+
+	cfg.MaxKeys = 10
+	exp = newTestExporter(t, cfg, nil)
+	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("b", start, at, 50)))
+	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("b", start, at.Add(time.Second), 57)))
+	shutdown(t, exp)
+	assert.Equal(t, "22", streamTotal(em.Ledger(), "requests"), "b: +7")
 }
 
-// TestPersistentQueueAndStateSurviveRestart: records refused by the server
-// wait on disk; series state is restored, so a cumulative series fed across
-// the restart loses no increment and counts none twice.
-func TestPersistentQueueAndStateSurviveRestart(t *testing.T) {
+// TestLedgerFullRollsBackSeriesState: the refused export's cumulative delta
+// is counted by the series' next point, not lost.
+func TestLedgerFullRollsBackSeriesState(t *testing.T) {
+	em := startEmulator(t)
+	cfg := testConfig(em.URL)
+	cfg.MaxKeys = 1
+	exp := newTestExporter(t, cfg, nil)
+	ctx := context.Background()
+	start, at := time.Now().Add(-time.Hour), time.Now().Add(-10*time.Minute)
+	require.NoError(t, exp.ConsumeMetrics(ctx, deltaSums(1, at)))                  // customer-a: its key fills the ledger
+	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("b", start, at, 10))) // baseline
+	require.ErrorIs(t, exp.ConsumeMetrics(ctx, cumulativeSum("b", start, at.Add(time.Second), 20)), czexporter.ErrLedgerFull)
+	// customer-a's bucket is still open: its key stays. Only after sending
+	// and the bucket closing is it freed; here, shutting down and starting
+	// again (memory only) empties the ledger.
+	shutdown(t, exp)
+	exp = newTestExporter(t, cfg, nil)
+	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("b", start, at, 10)))
+	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("b", start, at.Add(2*time.Second), 25)))
+	shutdown(t, exp)
+	assert.Equal(t, "16", streamTotal(em.Ledger(), "requests"), "1 (delta) + 15 (cumulative 10 -> 25)")
+}
+
+// TestStorageKeepsLedgerAndStateAcrossRestart: records refused by the server
+// stay in the stored ledger; series state is restored, so a cumulative
+// series fed across the restart loses no increment and counts none twice.
+func TestStorageKeepsLedgerAndStateAcrossRestart(t *testing.T) {
 	em := startEmulator(t)
 	dir := t.TempDir()
-	startHost := func() (component.Host, func()) { return fileStorageHost(t, dir) }
 	cfg := testConfig(em.URL)
-	cfg.QueueConfig.Get().StorageID = &fileStorageID
+	cfg.Storage = &fileStorageID
+	cfg.ShutdownTimeout = time.Second
 
 	// First run: the server refuses everything.
 	require.NoError(t, em.Server.SetFaults(emulator.FaultConfig{Steps: []emulator.FaultStep{{Count: 1, Status: 503}}, Repeat: true}))
-	host, stopExt := startHost()
+	host, stopExt := fileStorageHost(t, dir)
 	exp := newTestExporter(t, cfg, host)
 	start := time.Now().Add(-time.Hour)
 	at := time.Now().Add(-time.Minute)
@@ -298,7 +320,7 @@ func TestPersistentQueueAndStateSurviveRestart(t *testing.T) {
 
 	// Second run on the same directory, server healthy.
 	require.NoError(t, em.Server.SetFaults(emulator.FaultConfig{}))
-	host, stopExt = startHost()
+	host, stopExt = fileStorageHost(t, dir)
 	exp = newTestExporter(t, cfg, host)
 	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("a", start, at.Add(2*time.Second), 1010))) // +3 from the restored 1007
 	require.Eventually(t, func() bool { return streamTotal(em.Ledger(), "requests") == "20" }, 30*time.Second, 20*time.Millisecond)
@@ -307,13 +329,11 @@ func TestPersistentQueueAndStateSurviveRestart(t *testing.T) {
 	assert.Equal(t, "20", streamTotal(em.Ledger(), "requests"), "7 + 3 cumulative + 10 delta, each once")
 }
 
-// Without a queue, ConsumeMetrics returns the push's result: a failure after
-// part of the records were accepted must not roll the series state back, or
-// the accepted usage would be counted again at the next point.
-func TestNoQueuePartialFailureCountsOnce(t *testing.T) {
+// ConsumeMetrics never sends: a 400 on one stream's request cannot make the
+// OTLP client resend an export whose other part was counted.
+func TestRefusalOfOneStreamCountsTheOtherOnce(t *testing.T) {
 	em := startEmulator(t)
 	cfg := testConfig(em.URL)
-	cfg.QueueConfig = configoptional.None[exporterhelper.QueueBatchConfig]()
 	cfg.Streams = append(cfg.Streams, StreamConfig{Name: "requests2", Metrics: []string{"requests"},
 		ElementName: "customer.id", Filter: map[string]string{"custom:feature": "feature"}})
 	exp := newTestExporter(t, cfg, nil)
@@ -322,58 +342,55 @@ func TestNoQueuePartialFailureCountsOnce(t *testing.T) {
 	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("a", start, at, 100)))
 	// "requests" is accepted, "requests2" refused with a 400.
 	require.NoError(t, em.Server.SetFaults(emulator.FaultConfig{Steps: []emulator.FaultStep{{Count: 1}, {Count: 1, Status: 400}}}))
-	assert.Error(t, exp.ConsumeMetrics(ctx, cumulativeSum("a", start, at.Add(time.Second), 110)))
-	require.NoError(t, em.Server.SetFaults(emulator.FaultConfig{}))
+	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("a", start, at.Add(time.Second), 110)))
+	require.Eventually(t, func() bool { return em.Ledger().RequestsByStatus["400"] == 1 }, 10*time.Second, 10*time.Millisecond)
 	require.NoError(t, exp.ConsumeMetrics(ctx, cumulativeSum("a", start, at.Add(2*time.Second), 120)))
 	shutdown(t, exp)
 	assert.Equal(t, "20", streamTotal(em.Ledger(), "requests"), "100 -> 120 once")
-	assert.Equal(t, "10", streamTotal(em.Ledger(), "requests2"), "the refused +10 is dropped (counted), not re-counted")
+	assert.Equal(t, "10", streamTotal(em.Ledger(), "requests2"), "the refused +10 is dropped (counted), the later +10 sent")
 }
 
-// A Retry-After longer than retry_on_failure allows is waited out in the
-// push: handed to exporterhelper, it would exceed max_elapsed_time and drop
-// the batch.
+// A Retry-After longer than retry_on_failure.max_interval is honoured.
 func TestLongRetryAfterIsWaitedOut(t *testing.T) {
 	em := startEmulator(t)
 	three := 3
 	require.NoError(t, em.Server.SetFaults(emulator.FaultConfig{Steps: []emulator.FaultStep{{Count: 1, Status: 429, RetryAfterSeconds: &three}}}))
 	cfg := testConfig(em.URL)
-	cfg.BackOffConfig.MaxElapsedTime = time.Second
 	exp := newTestExporter(t, cfg, nil)
 	start := time.Now()
 	require.NoError(t, exp.ConsumeMetrics(context.Background(), deltaSums(3, hour)))
 	require.Eventually(t, func() bool { return streamTotal(em.Ledger(), "requests") == "6" }, 20*time.Second, 20*time.Millisecond)
 	assert.GreaterOrEqual(t, time.Since(start), 3*time.Second)
+	assert.EqualValues(t, 2, em.Ledger().RequestsByStatus["429"]+em.Ledger().RequestsByStatus["200"], "one retry, after the delay asked for")
 	shutdown(t, exp)
 }
 
-// With a daily budget, a batch is never left half sent waiting for the next
-// day: a shutdown then would keep the whole persisted batch and re-send the
-// accepted part at the next start.
-func TestBudgetNeverLeavesBatchHalfSent(t *testing.T) {
+// With a daily budget, what does not fit today waits in the stored ledger
+// (merging) and goes out, once, when there is budget again.
+func TestDailyBudgetDefersWithoutLossOrDuplicates(t *testing.T) {
 	em := startEmulator(t)
 	dir := t.TempDir()
-	startHost := func() (component.Host, func()) { return fileStorageHost(t, dir) }
 	cfg := testConfig(em.URL)
-	cfg.QueueConfig.Get().StorageID = &fileStorageID
+	cfg.Storage = &fileStorageID
 	cfg.RateLimit.RecordsPerDay = 3
-	cfg.MaxRecordsPerRequest = 2
+	cfg.ShutdownTimeout = time.Second
 
-	host, stopExt := startHost()
+	host, stopExt := fileStorageHost(t, dir)
 	exp := newTestExporter(t, cfg, host)
-	require.NoError(t, exp.ConsumeMetrics(context.Background(), deltaSums(2, hour))) // 1+2, fits today
+	require.NoError(t, exp.ConsumeMetrics(context.Background(), deltaSums(2, hour))) // 1+2: 2 records
 	require.Eventually(t, func() bool { return em.Ledger().RecordsAccepted == 2 }, 10*time.Second, 10*time.Millisecond)
-	require.NoError(t, exp.ConsumeMetrics(context.Background(), deltaSums(3, hour.Add(time.Minute)))) // 1+2+3: waits for tomorrow
-	time.Sleep(500 * time.Millisecond)
+	require.NoError(t, exp.ConsumeMetrics(context.Background(), deltaSums(3, hour.Add(time.Minute)))) // 1+2+3: 1 record fits today
+	require.Eventually(t, func() bool { return em.Ledger().RecordsAccepted == 3 }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	shutdown(t, exp)
 	stopExt()
-	assert.Equal(t, "3", streamTotal(em.Ledger(), "requests"), "nothing of the second batch sent today")
+	assert.EqualValues(t, 3, em.Ledger().RecordsAccepted, "no more than the budget today")
 
 	cfg.RateLimit.RecordsPerDay = 0 // "tomorrow"
-	host, stopExt = startHost()
+	host, stopExt = fileStorageHost(t, dir)
 	exp = newTestExporter(t, cfg, host)
 	require.Eventually(t, func() bool { return streamTotal(em.Ledger(), "requests") == "9" }, 10*time.Second, 10*time.Millisecond)
 	shutdown(t, exp)
 	stopExt()
-	assert.Equal(t, "9", streamTotal(em.Ledger(), "requests"), "each record once")
+	assert.Equal(t, "9", streamTotal(em.Ledger(), "requests"), "each unit once")
 }

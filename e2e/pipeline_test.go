@@ -74,7 +74,6 @@ exporters:
   cloudzero:
     endpoint: {{.Endpoint}}
     api_key: {{.APIKey}}
-    timeout: 5s
     streams:
       - {name: tg-delta-sum, metrics: [tg.delta.sum], element_name: customer.id, filter: {"custom:feature": feature}}
       - {name: tg-cum-sum, metrics: [tg.cum.sum], element_name: customer.id, filter: {"custom:feature": feature}}
@@ -83,12 +82,9 @@ exporters:
       - {name: app-requests, metrics: [app.requests], element_name: customer.id, filter: {"custom:feature": feature}}
       - {name: app-request-count, metrics: [app.request.duration], element_name: customer.id, filter: {"custom:feature": feature}, value: count}
       - {name: app-session-seconds, metrics: [app.active_sessions], element_name: customer.id, value: integral}
-    sending_queue:
-{{- if .Persistent}}
-      storage: file_storage
+{{- range .Settings}}
+    {{.}}
 {{- end}}
-      batch: {flush_timeout: 1s}
-    retry_on_failure: {initial_interval: 100ms, max_interval: 1s, max_elapsed_time: 10m}
 service:
   extensions: [file_storage]
   telemetry:
@@ -97,7 +93,10 @@ service:
     metrics: {receivers: [otlp], exporters: [cloudzero]}
 `))
 
-func newPipeline(t *testing.T, persistent bool) *pipeline {
+// newPipeline starts an emulator and writes the collector's config: the
+// exporter's shipped defaults plus settings, the lines a test is about
+// (e.g. "storage: file_storage"), each test saying why.
+func newPipeline(t *testing.T, settings ...string) *pipeline {
 	t.Helper()
 	em, err := emulator.Start("127.0.0.1:0", emulator.Config{APIKey: apiKey, Logger: nil})
 	require.NoError(t, err)
@@ -111,7 +110,7 @@ func newPipeline(t *testing.T, persistent bool) *pipeline {
 	var buf bytes.Buffer
 	require.NoError(t, collectorTemplate.Execute(&buf, map[string]any{
 		"StorageDir": filepath.Join(dir, "storage"), "GRPC": p.grpc, "HTTP": p.http,
-		"Endpoint": em.URL, "APIKey": apiKey, "Persistent": persistent,
+		"Endpoint": em.URL, "APIKey": apiKey, "Settings": settings,
 	}))
 	p.cfgPath = filepath.Join(dir, "collector.yaml")
 	require.NoError(t, os.WriteFile(p.cfgPath, buf.Bytes(), 0o600))
@@ -373,7 +372,7 @@ func report(t *testing.T, name string, want expectation, l emulator.Ledger, from
 // TestPipelineExactTotals: telemetrygen and the example app through the
 // built collector; CloudZero must hold exactly what they sent.
 func TestPipelineExactTotals(t *testing.T) {
-	p := newPipeline(t, false)
+	p := newPipeline(t)
 	p.startCollector()
 	from := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -399,7 +398,9 @@ func TestPipelineExactTotals(t *testing.T) {
 // Retry-After) and 503s, including some applied-but-answered-503 requests.
 // Nothing may be lost; duplicates only come from the ambiguous ones.
 func TestPipelineThrottleStorm(t *testing.T) {
-	p := newPipeline(t, false)
+	// flush_interval: 1s, so that the storm meets the sends of the run
+	// (with the default 5m they would all happen at shutdown).
+	p := newPipeline(t, "flush_interval: 1s")
 	one := 1
 	require.NoError(t, p.em.Server.SetFaults(emulator.FaultConfig{Repeat: true, Steps: []emulator.FaultStep{
 		{Count: 3, Status: 429, RetryAfterSeconds: &one},
@@ -425,7 +426,7 @@ func TestPipelineThrottleStorm(t *testing.T) {
 	// them again: the only duplicates, and the ledger counts them. Only
 	// telemetrygen here, so that every request carries expected records
 	// (the app's session-seconds integral has no exact expectation).
-	p2 := newPipeline(t, false)
+	p2 := newPipeline(t, "flush_interval: 1s")
 	require.NoError(t, p2.em.Server.SetFaults(emulator.FaultConfig{Steps: []emulator.FaultStep{
 		{Count: 2}, {Count: 2, Status: 503, Apply: true},
 	}}))
@@ -452,7 +453,9 @@ func TestPipelineThrottleStorm(t *testing.T) {
 // cumulative series (SDK app, telemetrygen cumulative sums) must lose no
 // increment and count none twice.
 func TestPipelineSigkillRestart(t *testing.T) {
-	p := newPipeline(t, true)
+	// storage: the test is about what survives a SIGKILL; flush_interval:
+	// 1s, so that requests are being refused when the kill comes.
+	p := newPipeline(t, "storage: file_storage", "flush_interval: 1s")
 	p.startCollector()
 	from := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)

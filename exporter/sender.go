@@ -2,9 +2,10 @@ package exporter
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
-	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,284 +14,400 @@ import (
 	"github.com/cloudzero-otel/cloudzeroexporter/record"
 )
 
-// BudgetPolicy says what Send does when the daily budget is used up.
-type BudgetPolicy int
-
-const (
-	// BudgetWait blocks in Send until the next UTC day (bounded by ctx).
-	BudgetWait BudgetPolicy = iota
-	// BudgetReturn makes Send return the unsent records and a *BudgetError
-	// (a throttle whose RetryAfter is the time to the next UTC midnight).
-	BudgetReturn
-)
-
-// Observer receives the Sender's counts, to publish as metrics. Nil fields
-// are skipped. Calls may come from several goroutines at once.
+// Observer receives the Delivery's counts, to publish as metrics. Nil
+// fields are skipped. Calls come from the flusher goroutine.
 type Observer struct {
-	// Sent: records and body bytes accepted by CloudZero (2xx).
-	Sent func(ctx context.Context, stream string, records, bytes int)
-	// DryRun: records and bytes written to the dry-run writer (not sent).
-	DryRun func(ctx context.Context, stream string, records, bytes int)
-	// Dropped: records dropped for good. Reasons: "invalid_value" (not a
-	// finite number > 0), "status_<code>" (permanent HTTP status, or 413 on
-	// a single record), "invalid" (rejected before sending).
-	Dropped func(ctx context.Context, stream, reason string, records int)
+	// Sent: records CloudZero accepted (2xx), by operation.
+	Sent func(ctx context.Context, stream string, op Op, records int)
+	// DryRun: records written to the dry-run writer instead.
+	DryRun func(ctx context.Context, stream string, records int)
+	// Dropped: records dropped for good, with their units. Reasons:
+	// "status_<code>" (refused by CloudZero), "shutdown" (no storage, not
+	// delivered within the shutdown timeout).
+	Dropped func(ctx context.Context, stream, reason string, records int, units float64)
 	// Request: one per HTTP request, class "2xx", "3xx", "4xx", "5xx" or
 	// "transport".
 	Request func(ctx context.Context, stream, class string)
+	// Ambiguous: records of sum requests that failed in a way that does not
+	// prove CloudZero did not apply them (5xx, timeout, dropped connection,
+	// or a request under way when the process stopped). They are sent
+	// again: if CloudZero had applied them, these units count twice.
+	Ambiguous func(ctx context.Context, stream string, records int, units float64)
+	// Bisected: a request refused with 400 that is split to find the
+	// records CloudZero refuses.
+	Bisected func(ctx context.Context, stream string)
 }
 
-// SenderConfig configures a Sender; the zero value is usable.
-type SenderConfig struct {
-	Chunker  Chunker  // request limits; zero = defaults
-	Limiter  *Limiter // nil = no client-side limit
-	Budget   BudgetPolicy
-	Logger   *zap.Logger // nil = no logs
-	Observer Observer
-	// DryRun, if set, receives each request body instead of CloudZero: one
-	// line per request, the stream name, a space, the JSON body. The
-	// limiter is not used; the client may be nil.
-	DryRun io.Writer
-}
-
-// Sender is the push path: it sends a record.Set to the sum endpoint in
-// chunks, under the rate limit, handling each status as the API doc says.
-// It holds no per-request state and is safe for concurrent use.
-type Sender struct {
-	client *Client
-	cfg    SenderConfig
-	log    *zap.Logger
-	dryMu  sync.Mutex
-
-	logMu   sync.Mutex
-	logSeen map[logKey]*logState
-}
-
-type logKey struct{ reason, stream string }
-
-type logState struct {
-	last       time.Time
-	suppressed int
-}
-
-// permanentLogEvery is how often one (reason, stream) permanent failure is logged.
-const permanentLogEvery = time.Minute
-
-// NewSender returns a Sender posting through client.
-func NewSender(client *Client, cfg SenderConfig) *Sender {
-	log := cfg.Logger
-	if log == nil {
-		log = zap.NewNop()
+func (o Observer) dropped(ctx context.Context, stream, reason string, records int, units float64) {
+	if o.Dropped != nil {
+		o.Dropped(ctx, stream, reason, records, units)
 	}
-	return &Sender{client: client, cfg: cfg, log: log, logSeen: map[logKey]*logState{}}
 }
 
-// Send posts every record of set to the sum endpoint: streams in sorted
-// order, keys sorted, chunks within the limits, each after waiting on the
-// limiter. It does not modify set.
-//
-//   - 413: the chunk is split in halves, recursively; a single record that
-//     still gets 413 is dropped.
-//   - Permanent failure (4xx but 408/413/429, invalid): that chunk is dropped,
-//     counted and logged, and the others are still sent.
-//   - Retryable failure (429, 503, other 5xx, 408, transport, ctx done while
-//     waiting, budget with BudgetReturn): Send stops and returns the records
-//     not yet accepted (the failed chunk and everything after it) as a new
-//     set, with the error. Retry with that set only.
-//
-// When everything left was handled and some records were dropped, err is a
-// *DropError (IsPermanent) and unsent is nil.
-func (s *Sender) Send(ctx context.Context, set *record.Set) (unsent *record.Set, err error) {
-	if set.Len() == 0 {
-		return nil, nil
+func (o Observer) ambiguous(ctx context.Context, stream string, records int, units float64) {
+	if o.Ambiguous != nil {
+		o.Ambiguous(ctx, stream, records, units)
 	}
-	bufp := bufPool.Get().(*[]byte)
-	entp := entriesPool.Get().(*[]Entry)
-	defer func() {
-		clear(*entp) // drop key references before pooling
-		*entp = (*entp)[:0]
-		entriesPool.Put(entp)
-		bufPool.Put(bufp)
-	}()
+}
 
-	var st sendState
-	// A batch that fits in a day's budget takes it all before its first
-	// chunk: then it is never left half sent waiting for the next day (a
-	// half-sent batch interrupted by a shutdown is replayed whole).
-	if total := set.Len(); s.cfg.DryRun == nil && s.cfg.Limiter.reservable(total) {
-		if err := s.cfg.Limiter.waitBudget(ctx, total, s.cfg.Budget == BudgetWait); err != nil {
-			return set, err
+// sendEntry is one record of a request: its ledger entry and the value the
+// request carries (fixed when the entry began).
+type sendEntry struct {
+	id    uint32
+	key   record.Key
+	value float64
+}
+
+// sendChunk waits on the limiter, begins the next entries of ids that fit
+// one request, and sends them. It returns how many of ids it settled (sent,
+// refused or skipped) and the retryable error that stopped it, if any.
+func (d *Delivery) sendChunk(ctx context.Context, stream string, ids []uint32, tau int64) (int, error) {
+	maxBytes, n := d.chunker.limits()
+	n = min(n, len(ids))
+	if m := d.cfg.Limiter.MaxChunk(); m > 0 {
+		n = min(n, m)
+	}
+	if left, limited := d.cfg.Limiter.BudgetLeft(); limited && left > 0 {
+		n = min(n, left) // use up today's budget rather than wait for room for a full chunk
+	}
+	dry := d.cfg.DryRun != nil
+	if !dry {
+		if err := d.cfg.Limiter.wait(ctx, n, false); err != nil {
+			return 0, err
 		}
-		st.reserved = total
-		defer func() { s.cfg.Limiter.Refund(st.reserved - st.taken) }()
 	}
-	streams := set.Streams()
-	for i, stream := range streams {
-		entries, skipped := SortedEntries((*entp)[:0], set.Records(stream))
-		*entp = entries
-		st.total += len(entries) + skipped
-		if skipped > 0 {
-			st.dropped += skipped
-			s.dropped(ctx, stream, "invalid_value", skipped, nil)
+
+	d.mu.Lock()
+	l := d.ledger
+	es := make([]sendEntry, 0, n)
+	taken, size := 0, len(bodyPrefix)+len(bodySuffix)
+	for _, id := range ids[:n] {
+		e := &l.entries[id]
+		if !l.sendable(e) { // settled meanwhile (cannot happen today: only this goroutine sends)
+			taken++
+			continue
 		}
-		for pos := 0; pos < len(entries); {
-			done, err := s.sendChunk(ctx, stream, entries[pos:], bufp, &st)
-			pos += done
-			if err != nil {
-				return unsentSet(set, streams[i+1:], stream, entries[pos:]), err
+		if sz := len(e.key) + 4 + record.MaxValueChars; len(es) > 0 && size+sz > maxBytes {
+			break
+		} else {
+			size += sz
+		}
+		es = append(es, sendEntry{id: id, key: e.key})
+		taken++
+	}
+	var undo []entry // with storage: the entries as they were, should the begin record fail
+	if d.journal != nil {
+		undo = make([]entry, len(es))
+	}
+	for i := range es {
+		if undo != nil {
+			undo[i] = l.entries[es[i].id]
+		}
+		es[i].value = l.begin(es[i].id, tau)
+	}
+	var err error
+	if d.journal != nil && len(es) > 0 {
+		if err = d.journal.append(ctx, d.idsRecord(recBegin, tau, es)); err != nil {
+			for i := range es {
+				l.entries[es[i].id] = undo[i] // not sent: as it was
 			}
 		}
 	}
-	if st.dropped > 0 {
-		return nil, &DropError{Dropped: st.dropped, Total: st.total, Err: st.firstErr}
+	d.mu.Unlock()
+	sent := len(es)
+	if err != nil {
+		sent = 0
 	}
-	return nil, nil
-}
-
-type sendState struct {
-	total, dropped int
-	firstErr       error
-	// reserved records of the daily budget taken for the whole batch;
-	// taken of them handed to requests (the rest is refunded at the end).
-	reserved, taken int
-}
-
-// sendChunk sends the next chunk of entries; it returns how many leading
-// entries are finished (accepted or dropped) and a retryable error, if any.
-func (s *Sender) sendChunk(ctx context.Context, stream string, entries []Entry, bufp *[]byte, st *sendState) (int, error) {
-	maxRecords := s.cfg.Limiter.MaxChunk()
-	if left, limited := s.cfg.Limiter.BudgetLeft(); st.reserved == 0 && limited && left > 0 && (maxRecords == 0 || left < maxRecords) {
-		maxRecords = left // use up today's budget rather than wait for a day with room for a full chunk
+	if !dry && n > sent {
+		d.cfg.Limiter.Refund(n - sent)
 	}
-	body, n := s.cfg.Chunker.Encode((*bufp)[:0], entries, maxRecords)
-	*bufp = body
-
-	if s.cfg.DryRun != nil {
-		if err := s.writeDryRun(stream, body); err != nil {
-			return 0, err
-		}
-		if f := s.cfg.Observer.DryRun; f != nil {
-			f(ctx, stream, n, len(body))
-		}
-		return n, nil
-	}
-	if st.reserved > 0 {
-		if err := s.cfg.Limiter.waitRate(ctx, n); err != nil {
-			return 0, err
-		}
-		st.taken += n // from here on, refunds are per request (see post)
-	} else if err := s.cfg.Limiter.wait(ctx, n, s.cfg.Budget == BudgetWait); err != nil {
+	if err != nil {
+		d.log.Error("Writing to storage failed; the records are not sent until it works", zap.Error(err))
 		return 0, err
 	}
-	return s.post(ctx, stream, entries[:n], body, bufp, st)
+	if len(es) == 0 {
+		return taken, nil
+	}
+	return taken, d.post(ctx, d.cfg.Op, stream, es, &bisection{})
 }
 
-// post sends entries, already encoded in body, splitting on 413. Same
-// results as sendChunk.
-func (s *Sender) post(ctx context.Context, stream string, entries []Entry, body []byte, bufp *[]byte, st *sendState) (int, error) {
-	err := s.client.Post(ctx, OpSum, stream, body)
-	if f := s.cfg.Observer.Request; f != nil && !errors.Is(err, ErrInvalid) {
+// idsRecord encodes a begin, confirm or fail record of es (d.mu held).
+func (d *Delivery) idsRecord(typ byte, tau int64, es []sendEntry) []byte {
+	b := append(d.encBuf[:0], typ)
+	if typ == recBegin {
+		b = appendU64(b, uint64(tau))
+	}
+	b = binary.AppendUvarint(b, uint64(len(es)))
+	for _, e := range es {
+		b = binary.AppendUvarint(b, uint64(e.id))
+	}
+	d.encBuf = b
+	return b
+}
+
+// bisection tracks the splitting of one request CloudZero refused with 400.
+// When records are refused one by one with the same answer and none is
+// accepted, the whole stream is being refused (an unknown filter key, a key
+// set or granularity that differs from the stream's): splitting on would
+// cost two requests per record, so the rest is dropped with the same
+// reason without being sent.
+type bisection struct {
+	refused  int // records refused alone
+	accepted int
+	answer   string
+	mixed    bool // the single refusals did not all get the same answer
+}
+
+const bisectionGivesUpAfter = 16
+
+func (b *bisection) givesUp() bool {
+	return b.refused >= bisectionGivesUpAfter && b.accepted == 0 && !b.mixed
+}
+
+func (b *bisection) refusedAlone(err error) {
+	var se *StatusError
+	answer := err.Error()
+	if errors.As(err, &se) {
+		answer = se.Body
+	}
+	if b.refused > 0 && answer != b.answer {
+		b.mixed = true
+	}
+	b.refused++
+	b.answer = answer
+}
+
+// post sends es (already begun) with op and settles every entry: accepted,
+// refused or failed. It returns the retryable error when a part failed.
+func (d *Delivery) post(ctx context.Context, op Op, stream string, es []sendEntry, bis *bisection) error {
+	bufp := bufPool.Get().(*[]byte)
+	body := appendEntries((*bufp)[:0], es)
+	*bufp = body
+	defer bufPool.Put(bufp)
+
+	if d.cfg.DryRun != nil {
+		if err := d.writeDryRun(stream, body); err != nil {
+			d.settle(ctx, stream, op, es, outcomeFailed, err)
+			return err
+		}
+		if f := d.cfg.Observer.DryRun; f != nil {
+			f(ctx, stream, len(es))
+		}
+		d.settle(ctx, stream, op, es, outcomeAccepted, nil)
+		return nil
+	}
+	err := d.cfg.Client.Post(ctx, op, stream, body)
+	if f := d.cfg.Observer.Request; f != nil && !errors.Is(err, ErrInvalid) {
 		f(ctx, stream, statusClass(err))
 	}
 	switch {
 	case err == nil:
-		if f := s.cfg.Observer.Sent; f != nil {
-			f(ctx, stream, len(entries), len(body))
+		bis.accepted += len(es)
+		d.settle(ctx, stream, op, es, outcomeAccepted, nil)
+		return nil
+	case op == OpReplace && streamMissing(err):
+		// The stream holds nothing yet: sum gives the same result once;
+		// later sends replace as usual.
+		d.log.Info("CloudZero has no such stream yet for replace; creating it with sum", zap.String("stream", stream))
+		return d.post(ctx, OpSum, stream, es, bis)
+	case errors.Is(err, ErrTooLarge) && len(es) > 1:
+		d.cfg.Limiter.Refund(len(es))
+		d.log.Debug("CloudZero refused a request as too large; splitting it", zap.String("stream", stream), zap.Int("records", len(es)))
+		return d.split(ctx, op, stream, es, bis)
+	case isBadRequest(err) && len(es) > 1:
+		if f := d.cfg.Observer.Bisected; f != nil {
+			f(ctx, stream)
 		}
-		return len(entries), nil
-	case errors.Is(err, ErrTooLarge) && len(entries) > 1:
-		s.log.Debug("CloudZero refused a request as too large; splitting it",
-			zap.String("stream", stream), zap.Int("records", len(entries)), zap.Int("bytes", len(body)))
-		done := 0
-		half := len(entries) / 2
-		for _, part := range [][]Entry{entries[:half], entries[half:]} {
-			*bufp = AppendBody((*bufp)[:0], part) // body is no longer needed: reuse the buffer
-			d, err := s.post(ctx, stream, part, *bufp, bufp, st)
-			done += d
-			if err != nil {
-				return done, err
-			}
-		}
-		return done, nil
+		return d.split(ctx, op, stream, es, bis)
 	case IsPermanent(err) || errors.Is(err, ErrTooLarge):
-		s.cfg.Limiter.Refund(len(entries))
-		st.dropped += len(entries)
-		if st.firstErr == nil {
-			st.firstErr = err
+		d.cfg.Limiter.Refund(len(es))
+		if isBadRequest(err) {
+			bis.refusedAlone(err)
 		}
-		s.dropped(ctx, stream, dropReason(err), len(entries), err)
-		return len(entries), nil
+		d.settle(ctx, stream, op, es, outcomeRefused, err)
+		return nil
 	default:
 		if notApplied(err) {
-			s.cfg.Limiter.Refund(len(entries))
+			d.cfg.Limiter.Refund(len(es))
 		}
-		s.log.Debug("CloudZero request failed; will be retried",
-			zap.String("stream", stream), zap.Int("records", len(entries)), zap.Error(err))
-		return 0, err
+		d.settle(ctx, stream, op, es, outcomeFailed, err)
+		return err
 	}
 }
 
-// notApplied reports whether a failed request certainly changed nothing at
-// CloudZero (so its records go back to the daily budget): 429, 503 and 408
-// refuse the request. Other 5xx and transport errors may have been applied.
+// split sends es in two halves (after a 413 or a 400), each under the rate
+// limit again; when the bisection gives up, the rest is refused unsent.
+func (d *Delivery) split(ctx context.Context, op Op, stream string, es []sendEntry, bis *bisection) error {
+	half := len(es) / 2
+	for i, part := range [][]sendEntry{es[:half], es[half:]} {
+		var err error
+		if bis.givesUp() {
+			d.settle(ctx, stream, op, part, outcomeRefused, errStreamRefused{answer: bis.answer})
+			continue
+		}
+		if err = d.cfg.Limiter.wait(ctx, len(part), false); err == nil {
+			err = d.post(ctx, op, stream, part, bis)
+		} else {
+			d.settle(ctx, stream, op, part, outcomeFailed, err)
+		}
+		if err != nil {
+			if i == 0 {
+				d.settle(ctx, stream, op, es[half:], outcomeFailed, errNotSent)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// errStreamRefused drops the records a bisection gave up on.
+type errStreamRefused struct{ answer string }
+
+func (e errStreamRefused) Error() string {
+	return "cloudzero: the stream's records are refused one by one with the same answer; the rest of the request is dropped unsent: " + e.answer
+}
+
+// errNotSent marks records of a split request that were not sent because
+// an earlier part failed: not ambiguous.
+var errNotSent = errors.New("cloudzero: not sent: an earlier part of the request failed")
+
+type outcome uint8
+
+const (
+	outcomeAccepted outcome = iota
+	outcomeRefused
+	outcomeFailed
+)
+
+// settle records the outcome of es in the ledger and the journal, and
+// counts it.
+func (d *Delivery) settle(ctx context.Context, stream string, op Op, es []sendEntry, o outcome, err error) {
+	units := 0.0
+	for _, e := range es {
+		units += e.value
+	}
+	d.mu.Lock()
+	typ := recConfirm
+	for _, e := range es {
+		if o == outcomeFailed {
+			d.ledger.fail(e.id)
+		} else {
+			d.ledger.confirm(e.id)
+		}
+	}
+	if o == outcomeFailed {
+		typ = recFail
+	} else if o == outcomeAccepted {
+		d.accepted++
+	}
+	var jerr error
+	if d.journal != nil {
+		jerr = d.journal.append(ctx, d.idsRecord(typ, 0, es))
+	}
+	d.mu.Unlock()
+	if jerr != nil {
+		d.log.Error("Writing a send's outcome to storage failed: after a restart these records are sent again (with sum, they may then count twice)",
+			zap.String("stream", stream), zap.Int("records", len(es)), zap.Error(jerr))
+	}
+	switch o {
+	case outcomeAccepted:
+		if f := d.cfg.Observer.Sent; f != nil && d.cfg.DryRun == nil {
+			f(ctx, stream, op, len(es))
+		}
+	case outcomeRefused:
+		reason := dropReason(err)
+		d.cfg.Observer.dropped(ctx, stream, reason, len(es), units)
+		d.drops.log(stream, reason, len(es), units, err)
+	case outcomeFailed:
+		if op == OpSum && mayHaveApplied(err) {
+			d.cfg.Observer.ambiguous(ctx, stream, len(es), units)
+		}
+	}
+}
+
+// mayHaveApplied reports whether a failed request may nevertheless have
+// been applied: any 5xx, or no answer (timeout, dropped connection).
+func mayHaveApplied(err error) bool {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.StatusCode >= 500
+	}
+	var te *TransportError
+	return errors.As(err, &te)
+}
+
+// notApplied reports whether a failed request certainly changed nothing
+// at CloudZero (so its records go back to the daily budget).
 func notApplied(err error) bool {
 	var se *StatusError
 	return errors.As(err, &se) && (se.StatusCode == http.StatusTooManyRequests ||
-		se.StatusCode == http.StatusServiceUnavailable || se.StatusCode == http.StatusRequestTimeout)
+		se.StatusCode == http.StatusServiceUnavailable || se.StatusCode == http.StatusRequestTimeout) ||
+		errors.Is(err, ErrBudgetExhausted) || errors.Is(err, errNotSent)
 }
 
-func (s *Sender) writeDryRun(stream string, body []byte) error {
-	s.dryMu.Lock()
-	defer s.dryMu.Unlock()
+func isBadRequest(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se) && se.StatusCode == http.StatusBadRequest
+}
+
+// streamMissing reports whether err is CloudZero's 400 "Telemetry stream
+// must exist in order to update telemetry records" (replace on a new stream).
+func streamMissing(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se) && se.StatusCode == http.StatusBadRequest &&
+		strings.Contains(strings.ToLower(se.Body), "must exist")
+}
+
+func (d *Delivery) writeDryRun(stream string, body []byte) error {
 	line := make([]byte, 0, len(stream)+len(body)+2)
 	line = append(append(append(append(line, stream...), ' '), body...), '\n')
-	_, err := s.cfg.DryRun.Write(line)
+	_, err := d.cfg.DryRun.Write(line)
 	return err
 }
 
-// dropped counts a drop and logs it, at most once per (reason, stream) per
-// minute. err's text is safe to log: it never holds the API key, and
-// response bodies are cut short.
-func (s *Sender) dropped(ctx context.Context, stream, reason string, n int, err error) {
-	if f := s.cfg.Observer.Dropped; f != nil {
-		f(ctx, stream, reason, n)
-	}
-	k := logKey{reason, stream}
-	now := time.Now()
-	s.logMu.Lock()
-	ls := s.logSeen[k]
-	if ls == nil {
-		ls = &logState{}
-		s.logSeen[k] = ls
-	}
-	if !ls.last.IsZero() && now.Sub(ls.last) < permanentLogEvery {
-		ls.suppressed++
-		s.logMu.Unlock()
-		return
-	}
-	suppressed := ls.suppressed
-	ls.last, ls.suppressed = now, 0
-	s.logMu.Unlock()
-
-	fields := []zap.Field{zap.String("stream", stream), zap.String("reason", reason),
-		zap.Int("records", n), zap.Int("similar_drops_not_logged", suppressed)}
-	if err != nil {
-		fields = append(fields, zap.Error(err))
-	}
-	s.log.Warn("CloudZero records dropped", fields...)
+// dropLog logs drops at most once per (stream, reason) per minute.
+type dropLog struct {
+	logger *zap.Logger
+	mu     sync.Mutex
+	seen   map[dropKey]*dropState
 }
 
-// unsentSet builds the set left to retry: rest of the current stream and
-// every later stream.
-func unsentSet(set *record.Set, later []string, stream string, rest []Entry) *record.Set {
-	u := record.NewSet()
-	for _, e := range rest {
-		u.Add(stream, e.Key, e.Value)
+type dropKey struct{ stream, reason string }
+
+type dropState struct {
+	last              time.Time
+	records           int
+	units             float64
+	suppressedRecords int
+}
+
+const dropLogEvery = time.Minute
+
+func (l *dropLog) log(stream, reason string, records int, units float64, err error) {
+	now := time.Now()
+	l.mu.Lock()
+	k := dropKey{stream, reason}
+	st := l.seen[k]
+	if st == nil {
+		st = &dropState{}
+		l.seen[k] = st
 	}
-	for _, st := range later {
-		for k, v := range set.Records(st) {
-			u.Add(st, k, v)
-		}
+	st.records += records
+	st.units += units
+	if !st.last.IsZero() && now.Sub(st.last) < dropLogEvery {
+		st.suppressedRecords += records
+		l.mu.Unlock()
+		return
 	}
-	return u
+	suppressed := st.suppressedRecords
+	st.last, st.suppressedRecords = now, 0
+	totalRecords, totalUnits := st.records, st.units
+	l.mu.Unlock()
+	fields := []zap.Field{zap.String("stream", stream), zap.String("reason", reason), zap.Int("records", records),
+		zap.Float64("units", units), zap.Int("records_dropped_since_start", totalRecords),
+		zap.Float64("units_dropped_since_start", totalUnits), zap.Int("similar_drops_not_logged", suppressed)}
+	if err != nil {
+		fields = append(fields, zap.Error(err)) // safe: errors never hold the API key, bodies are cut short
+	}
+	l.logger.Warn("CloudZero records dropped", fields...)
 }

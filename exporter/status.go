@@ -67,10 +67,6 @@ func (e *StatusError) permanent() bool {
 		c != http.StatusRequestEntityTooLarge && c != http.StatusTooManyRequests
 }
 
-func (e *StatusError) throttle() bool {
-	return e.StatusCode == http.StatusTooManyRequests || e.StatusCode == http.StatusServiceUnavailable
-}
-
 // TransportError is a request that got no HTTP response: connection error,
 // timeout, cancelled context. Always retryable; with sum, a request that
 // timed out may nevertheless have been applied. Its message never holds the
@@ -92,9 +88,9 @@ func (e *TransportError) Unwrap() error { return e.err }
 // Timeout reports whether the request timed out.
 func (e *TransportError) Timeout() bool { return e.timeout }
 
-// BudgetError is returned by a Sender configured with BudgetReturn when the
-// daily record budget is used up. It is a throttle: retry after RetryAfter
-// (the time left until the next UTC midnight).
+// BudgetError is the Limiter's answer when the daily record budget is used
+// up and the caller does not wait. It is a throttle: retry after
+// RetryAfter (the time left until the next UTC midnight).
 type BudgetError struct{ RetryAfter time.Duration }
 
 func (e *BudgetError) Error() string {
@@ -103,35 +99,14 @@ func (e *BudgetError) Error() string {
 
 func (e *BudgetError) Is(target error) bool { return target == ErrBudgetExhausted }
 
-// DropError is the Sender's error when records were dropped for good and
-// nothing is left to retry. Permanent.
-type DropError struct {
-	Dropped, Total int
-	Err            error // the first permanent failure
-}
-
-func (e *DropError) Error() string {
-	return fmt.Sprintf("cloudzero: dropped %d of %d records: %v", e.Dropped, e.Total, e.Err)
-}
-
-func (e *DropError) Unwrap() error { return e.Err }
-
 // IsPermanent reports whether err must not be retried: 4xx other than
-// 408/413/429 (and stray 3xx), invalid input, or a Sender DropError.
+// 408/413/429 (and stray 3xx), or invalid input.
 func IsPermanent(err error) bool {
-	var de *DropError
-	if errors.As(err, &de) || errors.Is(err, ErrInvalid) {
+	if errors.Is(err, ErrInvalid) {
 		return true
 	}
 	var se *StatusError
 	return errors.As(err, &se) && se.permanent()
-}
-
-// IsThrottle reports whether err asks to slow down: 429, 503, or the daily
-// budget is exhausted. RetryAfter gives the delay asked for, if any.
-func IsThrottle(err error) bool {
-	var se *StatusError
-	return (errors.As(err, &se) && se.throttle()) || errors.Is(err, ErrBudgetExhausted)
 }
 
 // RetryAfter returns the delay a throttle error asks for (0 = not stated:
@@ -164,6 +139,9 @@ func statusClass(err error) string {
 // dropReason names why a permanent failure dropped records.
 func dropReason(err error) string {
 	var se *StatusError
+	if errors.As(err, &errStreamRefused{}) {
+		return "status_400"
+	}
 	if errors.As(err, &se) {
 		return "status_" + strconv.Itoa(se.StatusCode)
 	}

@@ -26,6 +26,14 @@ const (
 // Valid reports whether g is a granularity the exporter can send.
 func (g Granularity) Valid() bool { return g == Hourly || g == Daily }
 
+// Duration is the length of a bucket of granularity g (UTC days have no DST).
+func (g Granularity) Duration() time.Duration {
+	if g == Daily {
+		return 24 * time.Hour
+	}
+	return time.Hour
+}
+
 // Truncate returns the start of the UTC bucket of granularity g containing t.
 func (g Granularity) Truncate(t time.Time) time.Time {
 	t = t.UTC()
@@ -35,13 +43,38 @@ func (g Granularity) Truncate(t time.Time) time.Time {
 	return t.Truncate(time.Hour)
 }
 
-// CloudZero's documented limits on one record.
+// CloudZero's documented limits (cloudzero-api.md). This package owns them;
+// the config, translator and sender use these constants.
 const (
-	MaxFilterKeys      = 5
-	MaxValuesPerKey    = 20
-	MaxEncodedBytes    = 10 * 1024
+	MaxFilterKeys   = 5
+	MaxValuesPerKey = 20
+	// MaxEncodedBytes is the conservative reading of the API's "10 KB" per
+	// record: 10,000 bytes of encoded JSON. A record of 10,001-10,240 bytes
+	// may be refused, and a refused record costs its whole request.
+	MaxEncodedBytes    = 10_000
 	MaxSignificantDigs = 15
+	// MaxRecordsPerRequest is CloudZero's "roughly 10,000 records" per request.
+	MaxRecordsPerRequest = 10_000
+	// MaxStreamNameLen bounds a stream name (letters, digits, _ . -).
+	MaxStreamNameLen = 256
 )
+
+// ValidStreamName reports why name is not a CloudZero stream name, or nil.
+func ValidStreamName(name string) error {
+	if len(name) == 0 || len(name) > MaxStreamNameLen {
+		return fmt.Errorf("must be 1 to %d characters", MaxStreamNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return fmt.Errorf("must match ^[A-Za-z0-9_.-]{1,%d}$", MaxStreamNameLen)
+		}
+	}
+	if name == "." || name == ".." {
+		return errors.New(". and .. are URL path segments, not stream names")
+	}
+	return nil
+}
 
 // Dimension is one filter key with its values (OR-ed by CloudZero).
 type Dimension struct {
@@ -77,8 +110,39 @@ var (
 // canonical; the client completes a record by appending the value and `}`.
 type Key string
 
+// MaxValueChars is the longest value the exporter sends, as a plain decimal
+// without exponent; a value needing more is out of range.
+const MaxValueChars = 24
+
 // maxValueBytes bounds the encoded value and closing brace `"123.456"}`.
-const maxValueBytes = 2 + 24 + 1
+const maxValueBytes = 2 + MaxValueChars + 1
+
+// keyPrefix is how every key starts; the timestamp (RFC 3339, 20 bytes in
+// UTC) and granularity follow at fixed offsets.
+const (
+	keyPrefix      = `{"timestamp":"`
+	keyGranularity = `","granularity":"`
+)
+
+// Bucket returns the bucket start and granularity encoded in k.
+func (k Key) Bucket() (time.Time, Granularity, error) {
+	const tsEnd = len(keyPrefix) + len("2006-01-02T15:04:05Z")
+	s := string(k)
+	if len(s) < tsEnd+len(keyGranularity) || s[:len(keyPrefix)] != keyPrefix || s[tsEnd:tsEnd+len(keyGranularity)] != keyGranularity {
+		return time.Time{}, "", errors.New("record: malformed key")
+	}
+	ts, err := time.Parse(time.RFC3339, s[len(keyPrefix):tsEnd])
+	if err != nil {
+		return time.Time{}, "", fmt.Errorf("record: malformed key timestamp: %w", err)
+	}
+	rest := s[tsEnd+len(keyGranularity):]
+	for _, g := range []Granularity{Hourly, Daily} {
+		if len(rest) > len(g) && rest[:len(g)] == string(g) && rest[len(g)] == '"' {
+			return ts, g, nil
+		}
+	}
+	return time.Time{}, "", errors.New("record: malformed key granularity")
+}
 
 // NewKey validates r (all but Value) against CloudZero's limits and returns
 // its canonical key. Filter and its value slices are sorted in place.
@@ -123,9 +187,9 @@ func AppendKey(dst []byte, r Record) ([]byte, error) {
 		}
 	}
 	start := len(dst)
-	dst = append(dst, `{"timestamp":"`...)
+	dst = append(dst, keyPrefix...)
 	dst = r.Timestamp.UTC().AppendFormat(dst, time.RFC3339)
-	dst = append(dst, `","granularity":"`...)
+	dst = append(dst, keyGranularity...)
 	dst = append(dst, r.Granularity...)
 	dst = append(dst, `","element_name":`...)
 	dst = AppendJSONString(dst, r.ElementName)

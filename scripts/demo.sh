@@ -203,15 +203,15 @@ tail -n1 "$dir/app.log"
 
 # ---- drain --------------------------------------------------------------------
 
-# The exporter holds records for up to sending_queue.batch.flush_timeout (10s) so
-# that they merge by key. Wait until nothing is waiting and the emulator's count
+# The exporter sends a changed record at most every flush_interval (10s here),
+# merging by key meanwhile. Wait until nothing is waiting and the emulator's count
 # is stable, at most 40s, then capture the exporter's own metrics and stop the
 # collector: its shutdown drains whatever is left.
 say "Waiting for the collector to send what it holds (at most 40s)"
 prev="" stable=0
 for _ in $(seq 40); do
 	sleep 1
-	waiting=$(($(self_metric otelcol_exporter_cloudzero_aggregation_keys) + $(self_metric otelcol_exporter_queue_size)))
+	waiting=$(self_metric otelcol_exporter_cloudzero_ledger_unsent_keys)
 	now="$(records_accepted 2>/dev/null || true)"
 	if [ "$waiting" = 0 ] && [ "$now" = "$prev" ]; then
 		stable=$((stable + 1))

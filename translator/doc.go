@@ -102,7 +102,7 @@
 // Begin translates and holds the series state changes until Commit (keep
 // them) or Rollback (undo them): a caller that could not queue the records
 // rolls back, and the same usage is counted again at the series' next point.
-// CommitChanges also returns the changed series in the RestoreState format
-// (deleted series as tombstones), to journal them. Translate is Begin+Commit. Streams in count mode, sample sums and delta
+// Changes returns the changed series in the RestoreState format (deleted
+// series as tombstones), to persist them before Commit. Translate is Begin+Commit. Streams in count mode, sample sums and delta
 // sums keep no state.
 package translator

@@ -266,10 +266,6 @@ func readStr(s string) (string, string) {
 	return rest[:n], rest[n:]
 }
 
-// maxValueChars is the longest plain decimal the record key's size check
-// allows for (record.maxValueBytes less the quotes and brace).
-const maxValueChars = 24
-
 // flush encodes the records aggregated in this call into a Set, dropping
 // those CloudZero would reject, then forgets entries idle for a call when
 // they outnumber the active ones.
@@ -282,7 +278,7 @@ func (t *Translator) flush(st *Stats) *record.Set {
 			st.drop(DropValueOutOfRange, 0)
 		case v <= 0:
 			st.drop(DropNonPositive, v)
-		case len(record.AppendValue(buf[:0], v)) > maxValueChars:
+		case len(record.AppendValue(buf[:0], v)) > record.MaxValueChars:
 			st.drop(DropValueOutOfRange, v)
 		default:
 			if e.key == "" {

@@ -42,27 +42,24 @@ func (t *Translator) Begin(md pmetric.Metrics) *Tx {
 // Records returns the records of the translation.
 func (tx *Tx) Records() *record.Set { return tx.set }
 
+// Changes encodes the series this translation changed, in the RestoreState
+// format (deleted series as tombstones), or returns nil when none changed: a
+// caller persists them, with what it made of the records, before Commit.
+func (tx *Tx) Changes() []byte {
+	if len(tx.undo) == 0 {
+		return nil
+	}
+	return tx.t.encodeChanges(tx.undo)
+}
+
 // Commit keeps the series state changes, releases the Translator and
 // returns the call's stats.
 func (tx *Tx) Commit() Stats {
-	st, _ := tx.commit(false)
-	return st
-}
-
-// CommitChanges is Commit that also returns the changed series encoded for
-// RestoreState (nil when none changed), to journal them in storage.
-func (tx *Tx) CommitChanges() (Stats, []byte) { return tx.commit(true) }
-
-func (tx *Tx) commit(encode bool) (Stats, []byte) {
 	tx.finish()
 	t := tx.t
 	defer t.mu.Unlock()
-	var changes []byte
-	if encode && len(tx.undo) > 0 {
-		changes = t.encodeChanges(tx.undo)
-	}
 	t.undoBuf = tx.undo[:0]
-	return tx.stats, changes
+	return tx.stats
 }
 
 func (tx *Tx) finish() {

@@ -44,7 +44,8 @@ func TestTransactions(t *testing.T) {
 		tr := newTr(t, c, translator.Settings{}, cpu, mem)
 		restored := newTr(t, c, translator.Settings{StartTime: c.now}, cpu, mem)
 		apply := func(tx *translator.Tx) {
-			_, changes := tx.CommitChanges()
+			changes := tx.Changes()
+			tx.Commit()
 			require.NotNil(t, changes)
 			require.NoError(t, restored.RestoreState(changes))
 		}

@@ -25,19 +25,27 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                                 metric.Meter
-	mu                                    sync.Mutex
-	registrations                         []metric.Registration
-	ExporterCloudzeroAggregationKeys      metric.Int64UpDownCounter
-	ExporterCloudzeroDailyBudgetRemaining metric.Int64ObservableGauge
-	ExporterCloudzeroDatapointsDropped    metric.Int64Counter
-	ExporterCloudzeroDatapointsIgnored    metric.Int64Counter
-	ExporterCloudzeroDatapointsReceived   metric.Int64Counter
-	ExporterCloudzeroRateLimitWaitTime    metric.Float64Counter
-	ExporterCloudzeroRecordsDropped       metric.Int64Counter
-	ExporterCloudzeroRecordsSent          metric.Int64Counter
-	ExporterCloudzeroRequests             metric.Int64Counter
-	ExporterCloudzeroSeriesTracked        metric.Int64UpDownCounter
+	meter                                  metric.Meter
+	mu                                     sync.Mutex
+	registrations                          []metric.Registration
+	ExporterCloudzeroAmbiguousRecords      metric.Int64Counter
+	ExporterCloudzeroAmbiguousUnits        metric.Float64Counter
+	ExporterCloudzeroBisectedRequests      metric.Int64Counter
+	ExporterCloudzeroDailyBudgetRemaining  metric.Int64ObservableGauge
+	ExporterCloudzeroDatapointsDropped     metric.Int64Counter
+	ExporterCloudzeroDatapointsIgnored     metric.Int64Counter
+	ExporterCloudzeroDatapointsReceived    metric.Int64Counter
+	ExporterCloudzeroDatapointsRefused     metric.Int64Counter
+	ExporterCloudzeroLedgerKeys            metric.Int64ObservableGauge
+	ExporterCloudzeroLedgerOldestUnsentAge metric.Float64ObservableGauge
+	ExporterCloudzeroLedgerUnsentKeys      metric.Int64ObservableGauge
+	ExporterCloudzeroLedgerUnsentUnits     metric.Float64ObservableGauge
+	ExporterCloudzeroRateLimitWaitTime     metric.Float64Counter
+	ExporterCloudzeroRecordsDropped        metric.Int64Counter
+	ExporterCloudzeroRecordsSent           metric.Int64Counter
+	ExporterCloudzeroRequests              metric.Int64Counter
+	ExporterCloudzeroSeriesTracked         metric.Int64UpDownCounter
+	ExporterCloudzeroUnitsDropped          metric.Float64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -66,6 +74,66 @@ func (builder *TelemetryBuilder) RegisterExporterCloudzeroDailyBudgetRemainingCa
 	return nil
 }
 
+// RegisterExporterCloudzeroLedgerKeysCallback sets callback for observable ExporterCloudzeroLedgerKeys metric.
+func (builder *TelemetryBuilder) RegisterExporterCloudzeroLedgerKeysCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.ExporterCloudzeroLedgerKeys, obs: o})
+		return nil
+	}, builder.ExporterCloudzeroLedgerKeys)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterExporterCloudzeroLedgerOldestUnsentAgeCallback sets callback for observable ExporterCloudzeroLedgerOldestUnsentAge metric.
+func (builder *TelemetryBuilder) RegisterExporterCloudzeroLedgerOldestUnsentAgeCallback(cb metric.Float64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerFloat64{inst: builder.ExporterCloudzeroLedgerOldestUnsentAge, obs: o})
+		return nil
+	}, builder.ExporterCloudzeroLedgerOldestUnsentAge)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterExporterCloudzeroLedgerUnsentKeysCallback sets callback for observable ExporterCloudzeroLedgerUnsentKeys metric.
+func (builder *TelemetryBuilder) RegisterExporterCloudzeroLedgerUnsentKeysCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.ExporterCloudzeroLedgerUnsentKeys, obs: o})
+		return nil
+	}, builder.ExporterCloudzeroLedgerUnsentKeys)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterExporterCloudzeroLedgerUnsentUnitsCallback sets callback for observable ExporterCloudzeroLedgerUnsentUnits metric.
+func (builder *TelemetryBuilder) RegisterExporterCloudzeroLedgerUnsentUnitsCallback(cb metric.Float64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerFloat64{inst: builder.ExporterCloudzeroLedgerUnsentUnits, obs: o})
+		return nil
+	}, builder.ExporterCloudzeroLedgerUnsentUnits)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
 type observerInt64 struct {
 	embedded.Int64Observer
 	inst metric.Int64Observable
@@ -74,6 +142,16 @@ type observerInt64 struct {
 
 func (oi *observerInt64) Observe(value int64, opts ...metric.ObserveOption) {
 	oi.obs.ObserveInt64(oi.inst, value, opts...)
+}
+
+type observerFloat64 struct {
+	embedded.Float64Observer
+	inst metric.Float64Observable
+	obs  metric.Observer
+}
+
+func (oi *observerFloat64) Observe(value float64, opts ...metric.ObserveOption) {
+	oi.obs.ObserveFloat64(oi.inst, value, opts...)
 }
 
 // Shutdown unregister all registered callbacks for async instruments.
@@ -94,10 +172,22 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	}
 	builder.meter = Meter(settings)
 	var err, errs error
-	builder.ExporterCloudzeroAggregationKeys, err = builder.meter.Int64UpDownCounter(
-		"otelcol_exporter_cloudzero_aggregation_keys",
-		metric.WithDescription("Distinct records (stream, bucket, element, filter) waiting in the exporter to be sent. [Alpha]"),
+	builder.ExporterCloudzeroAmbiguousRecords, err = builder.meter.Int64Counter(
+		"otelcol_exporter_cloudzero_ambiguous_records",
+		metric.WithDescription("Records of sum requests that failed in a way that does not prove CloudZero did not apply them (5xx, timeout, dropped connection, or under way when the exporter stopped). They are sent again; if CloudZero had applied them, they count twice. [Alpha]"),
 		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ExporterCloudzeroAmbiguousUnits, err = builder.meter.Float64Counter(
+		"otelcol_exporter_cloudzero_ambiguous_units",
+		metric.WithDescription("Units of the ambiguous records (the most that can have been counted twice). [Alpha]"),
+		metric.WithUnit("1"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ExporterCloudzeroBisectedRequests, err = builder.meter.Int64Counter(
+		"otelcol_exporter_cloudzero_bisected_requests",
+		metric.WithDescription("Requests CloudZero refused with 400 that were split to find the records it refuses. [Alpha]"),
+		metric.WithUnit("{request}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ExporterCloudzeroDailyBudgetRemaining, err = builder.meter.Int64ObservableGauge(
@@ -124,21 +214,51 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		metric.WithUnit("{datapoint}"),
 	)
 	errs = errors.Join(errs, err)
+	builder.ExporterCloudzeroDatapointsRefused, err = builder.meter.Int64Counter(
+		"otelcol_exporter_cloudzero_datapoints_refused",
+		metric.WithDescription("Data points refused with a retryable error, nothing of them counted (max_keys, storage, stopped); the sender may retry them. [Alpha]"),
+		metric.WithUnit("{datapoint}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ExporterCloudzeroLedgerKeys, err = builder.meter.Int64ObservableGauge(
+		"otelcol_exporter_cloudzero_ledger_keys",
+		metric.WithDescription("Record keys in the ledger, by whether their bucket is open or closed. [Alpha]"),
+		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ExporterCloudzeroLedgerOldestUnsentAge, err = builder.meter.Float64ObservableGauge(
+		"otelcol_exporter_cloudzero_ledger_oldest_unsent_age",
+		metric.WithDescription("How long the record key that has waited longest for CloudZero's confirmation has waited. [Alpha]"),
+		metric.WithUnit("s"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ExporterCloudzeroLedgerUnsentKeys, err = builder.meter.Int64ObservableGauge(
+		"otelcol_exporter_cloudzero_ledger_unsent_keys",
+		metric.WithDescription("Record keys holding usage CloudZero has not confirmed yet. [Alpha]"),
+		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ExporterCloudzeroLedgerUnsentUnits, err = builder.meter.Float64ObservableGauge(
+		"otelcol_exporter_cloudzero_ledger_unsent_units",
+		metric.WithDescription("Units CloudZero has not confirmed yet (sum), or totals not yet confirmed (replace). [Alpha]"),
+		metric.WithUnit("1"),
+	)
+	errs = errors.Join(errs, err)
 	builder.ExporterCloudzeroRateLimitWaitTime, err = builder.meter.Float64Counter(
 		"otelcol_exporter_cloudzero_rate_limit_wait_time",
-		metric.WithDescription("Time spent waiting on the client-side rate limit and daily budget. [Alpha]"),
+		metric.WithDescription("Time spent waiting on the client-side rate limit. [Alpha]"),
 		metric.WithUnit("s"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ExporterCloudzeroRecordsDropped, err = builder.meter.Int64Counter(
 		"otelcol_exporter_cloudzero_records_dropped",
-		metric.WithDescription("Records the sender dropped (permanent API errors), by reason. [Alpha]"),
+		metric.WithDescription("Records dropped for good, by reason (status_<code> when CloudZero refused them; shutdown when, without storage, they were not delivered within shutdown_timeout). [Alpha]"),
 		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ExporterCloudzeroRecordsSent, err = builder.meter.Int64Counter(
 		"otelcol_exporter_cloudzero_records_sent",
-		metric.WithDescription("Records CloudZero accepted (2xx). In dry_run mode nothing is counted here. [Alpha]"),
+		metric.WithDescription("Records CloudZero accepted (2xx), by operation. In dry_run mode nothing is counted here. [Alpha]"),
 		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)
@@ -152,6 +272,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_exporter_cloudzero_series_tracked",
 		metric.WithDescription("Series whose state (cumulative baseline, last gauge point) the translator holds. [Alpha]"),
 		metric.WithUnit("{series}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ExporterCloudzeroUnitsDropped, err = builder.meter.Float64Counter(
+		"otelcol_exporter_cloudzero_units_dropped",
+		metric.WithDescription("Units of the records dropped for good, by reason. [Alpha]"),
+		metric.WithUnit("1"),
 	)
 	errs = errors.Join(errs, err)
 	return &builder, errs

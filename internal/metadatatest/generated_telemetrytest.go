@@ -21,18 +21,50 @@ func NewSettings(tt *componenttest.Telemetry) exporter.Settings {
 	return set
 }
 
-func AssertEqualExporterCloudzeroAggregationKeys(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+func AssertEqualExporterCloudzeroAmbiguousRecords(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
-		Name:        "otelcol_exporter_cloudzero_aggregation_keys",
-		Description: "Distinct records (stream, bucket, element, filter) waiting in the exporter to be sent. [Alpha]",
+		Name:        "otelcol_exporter_cloudzero_ambiguous_records",
+		Description: "Records of sum requests that failed in a way that does not prove CloudZero did not apply them (5xx, timeout, dropped connection, or under way when the exporter stopped). They are sent again; if CloudZero had applied them, they count twice. [Alpha]",
 		Unit:        "{record}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
-			IsMonotonic: false,
+			IsMonotonic: true,
 			DataPoints:  dps,
 		},
 	}
-	got, err := tt.GetMetric("otelcol_exporter_cloudzero_aggregation_keys")
+	got, err := tt.GetMetric("otelcol_exporter_cloudzero_ambiguous_records")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualExporterCloudzeroAmbiguousUnits(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[float64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_exporter_cloudzero_ambiguous_units",
+		Description: "Units of the ambiguous records (the most that can have been counted twice). [Alpha]",
+		Unit:        "1",
+		Data: metricdata.Sum[float64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_exporter_cloudzero_ambiguous_units")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualExporterCloudzeroBisectedRequests(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_exporter_cloudzero_bisected_requests",
+		Description: "Requests CloudZero refused with 400 that were split to find the records it refuses. [Alpha]",
+		Unit:        "{request}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_exporter_cloudzero_bisected_requests")
 	require.NoError(t, err)
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
@@ -99,10 +131,82 @@ func AssertEqualExporterCloudzeroDatapointsReceived(t *testing.T, tt *componentt
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
 
+func AssertEqualExporterCloudzeroDatapointsRefused(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_exporter_cloudzero_datapoints_refused",
+		Description: "Data points refused with a retryable error, nothing of them counted (max_keys, storage, stopped); the sender may retry them. [Alpha]",
+		Unit:        "{datapoint}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_exporter_cloudzero_datapoints_refused")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualExporterCloudzeroLedgerKeys(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_exporter_cloudzero_ledger_keys",
+		Description: "Record keys in the ledger, by whether their bucket is open or closed. [Alpha]",
+		Unit:        "{record}",
+		Data: metricdata.Gauge[int64]{
+			DataPoints: dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_exporter_cloudzero_ledger_keys")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualExporterCloudzeroLedgerOldestUnsentAge(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[float64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_exporter_cloudzero_ledger_oldest_unsent_age",
+		Description: "How long the record key that has waited longest for CloudZero's confirmation has waited. [Alpha]",
+		Unit:        "s",
+		Data: metricdata.Gauge[float64]{
+			DataPoints: dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_exporter_cloudzero_ledger_oldest_unsent_age")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualExporterCloudzeroLedgerUnsentKeys(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_exporter_cloudzero_ledger_unsent_keys",
+		Description: "Record keys holding usage CloudZero has not confirmed yet. [Alpha]",
+		Unit:        "{record}",
+		Data: metricdata.Gauge[int64]{
+			DataPoints: dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_exporter_cloudzero_ledger_unsent_keys")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualExporterCloudzeroLedgerUnsentUnits(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[float64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_exporter_cloudzero_ledger_unsent_units",
+		Description: "Units CloudZero has not confirmed yet (sum), or totals not yet confirmed (replace). [Alpha]",
+		Unit:        "1",
+		Data: metricdata.Gauge[float64]{
+			DataPoints: dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_exporter_cloudzero_ledger_unsent_units")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
 func AssertEqualExporterCloudzeroRateLimitWaitTime(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[float64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_exporter_cloudzero_rate_limit_wait_time",
-		Description: "Time spent waiting on the client-side rate limit and daily budget. [Alpha]",
+		Description: "Time spent waiting on the client-side rate limit. [Alpha]",
 		Unit:        "s",
 		Data: metricdata.Sum[float64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -118,7 +222,7 @@ func AssertEqualExporterCloudzeroRateLimitWaitTime(t *testing.T, tt *componentte
 func AssertEqualExporterCloudzeroRecordsDropped(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_exporter_cloudzero_records_dropped",
-		Description: "Records the sender dropped (permanent API errors), by reason. [Alpha]",
+		Description: "Records dropped for good, by reason (status_<code> when CloudZero refused them; shutdown when, without storage, they were not delivered within shutdown_timeout). [Alpha]",
 		Unit:        "{record}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -134,7 +238,7 @@ func AssertEqualExporterCloudzeroRecordsDropped(t *testing.T, tt *componenttest.
 func AssertEqualExporterCloudzeroRecordsSent(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_exporter_cloudzero_records_sent",
-		Description: "Records CloudZero accepted (2xx). In dry_run mode nothing is counted here. [Alpha]",
+		Description: "Records CloudZero accepted (2xx), by operation. In dry_run mode nothing is counted here. [Alpha]",
 		Unit:        "{record}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -175,6 +279,22 @@ func AssertEqualExporterCloudzeroSeriesTracked(t *testing.T, tt *componenttest.T
 		},
 	}
 	got, err := tt.GetMetric("otelcol_exporter_cloudzero_series_tracked")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualExporterCloudzeroUnitsDropped(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[float64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_exporter_cloudzero_units_dropped",
+		Description: "Units of the records dropped for good, by reason. [Alpha]",
+		Unit:        "1",
+		Data: metricdata.Sum[float64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_exporter_cloudzero_units_dropped")
 	require.NoError(t, err)
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }

@@ -24,16 +24,42 @@ func TestSetupTelemetry(t *testing.T) {
 		observer.Observe(1)
 		return nil
 	}))
-	tb.ExporterCloudzeroAggregationKeys.Add(context.Background(), 1)
+	require.NoError(t, tb.RegisterExporterCloudzeroLedgerKeysCallback(func(_ context.Context, observer metric.Int64Observer) error {
+		observer.Observe(1)
+		return nil
+	}))
+	require.NoError(t, tb.RegisterExporterCloudzeroLedgerOldestUnsentAgeCallback(func(_ context.Context, observer metric.Float64Observer) error {
+		observer.Observe(1)
+		return nil
+	}))
+	require.NoError(t, tb.RegisterExporterCloudzeroLedgerUnsentKeysCallback(func(_ context.Context, observer metric.Int64Observer) error {
+		observer.Observe(1)
+		return nil
+	}))
+	require.NoError(t, tb.RegisterExporterCloudzeroLedgerUnsentUnitsCallback(func(_ context.Context, observer metric.Float64Observer) error {
+		observer.Observe(1)
+		return nil
+	}))
+	tb.ExporterCloudzeroAmbiguousRecords.Add(context.Background(), 1)
+	tb.ExporterCloudzeroAmbiguousUnits.Add(context.Background(), 1)
+	tb.ExporterCloudzeroBisectedRequests.Add(context.Background(), 1)
 	tb.ExporterCloudzeroDatapointsDropped.Add(context.Background(), 1)
 	tb.ExporterCloudzeroDatapointsIgnored.Add(context.Background(), 1)
 	tb.ExporterCloudzeroDatapointsReceived.Add(context.Background(), 1)
+	tb.ExporterCloudzeroDatapointsRefused.Add(context.Background(), 1)
 	tb.ExporterCloudzeroRateLimitWaitTime.Add(context.Background(), 1)
 	tb.ExporterCloudzeroRecordsDropped.Add(context.Background(), 1)
 	tb.ExporterCloudzeroRecordsSent.Add(context.Background(), 1)
 	tb.ExporterCloudzeroRequests.Add(context.Background(), 1)
 	tb.ExporterCloudzeroSeriesTracked.Add(context.Background(), 1)
-	AssertEqualExporterCloudzeroAggregationKeys(t, testTel,
+	tb.ExporterCloudzeroUnitsDropped.Add(context.Background(), 1)
+	AssertEqualExporterCloudzeroAmbiguousRecords(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualExporterCloudzeroAmbiguousUnits(t, testTel,
+		[]metricdata.DataPoint[float64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualExporterCloudzeroBisectedRequests(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualExporterCloudzeroDailyBudgetRemaining(t, testTel,
@@ -47,6 +73,21 @@ func TestSetupTelemetry(t *testing.T) {
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualExporterCloudzeroDatapointsReceived(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualExporterCloudzeroDatapointsRefused(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualExporterCloudzeroLedgerKeys(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualExporterCloudzeroLedgerOldestUnsentAge(t, testTel,
+		[]metricdata.DataPoint[float64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualExporterCloudzeroLedgerUnsentKeys(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualExporterCloudzeroLedgerUnsentUnits(t, testTel,
+		[]metricdata.DataPoint[float64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualExporterCloudzeroRateLimitWaitTime(t, testTel,
 		[]metricdata.DataPoint[float64]{{Value: 1}},
@@ -62,6 +103,9 @@ func TestSetupTelemetry(t *testing.T) {
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualExporterCloudzeroSeriesTracked(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualExporterCloudzeroUnitsDropped(t, testTel,
+		[]metricdata.DataPoint[float64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 
 	require.NoError(t, testTel.Shutdown(context.Background()))

@@ -1,0 +1,285 @@
+package exporter
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// The flusher sends what the ledger holds, in rounds:
+//
+//   - a regular round every FlushInterval (on the wall clock's multiples of
+//     it) sends the keys that changed: closed buckets first, then open
+//     ones, each open key at most once per FlushInterval, fewer when the
+//     daily budget cannot afford them all (openAllowance);
+//   - a closing round SettleDelay after each UTC hour sends the keys of
+//     the buckets that just closed;
+//   - Flush and Shutdown send everything.
+//
+// A round that fails (retryable) is retried after a backoff, merged with
+// whatever round came due meanwhile. One request is under way at a time.
+
+// selection says which keys a round sends.
+type selection struct {
+	all     bool  // everything (Flush, Shutdown)
+	closing bool  // keys of closed buckets
+	regular bool  // closed, and the open keys due at tau
+	tau     int64 // the regular round's scheduled time, unix nanoseconds
+}
+
+func (s selection) any() bool { return s.all || s.closing || s.regular }
+
+// run is the flusher goroutine.
+func (d *Delivery) run() {
+	defer close(d.done)
+	bo := backoff{cfg: d.cfg.Backoff}
+	F := d.cfg.FlushInterval
+	now := d.now()
+	nextRegular := now.Truncate(F).Add(F)
+	nextClosing := nextClose(now)
+	var sel selection
+	var retryAt time.Time
+	var waiters []chan error
+	for {
+		wake := nextRegular
+		if nextClosing.Before(wake) {
+			wake = nextClosing
+		}
+		if sel.any() && retryAt.Before(wake) {
+			wake = retryAt
+		}
+		timer := time.NewTimer(time.Until(wake))
+		select {
+		case <-timer.C:
+		case r := <-d.flushReq:
+			waiters = append(waiters, r)
+			sel.all, retryAt = true, time.Time{}
+		case deadline := <-d.stop:
+			timer.Stop()
+			err := d.final(deadline)
+			for _, w := range waiters {
+				w <- errors.Join(ErrStopped, err)
+			}
+			return
+		}
+		timer.Stop()
+		now = d.now()
+		if !now.Before(nextRegular) {
+			sel.regular, sel.tau = true, nextRegular.UnixNano()
+			nextRegular = now.Truncate(F).Add(F)
+		}
+		if !now.Before(nextClosing) {
+			sel.closing = true
+			nextClosing = nextClose(now)
+		}
+		if !sel.any() || now.Before(retryAt) {
+			continue
+		}
+		before := d.acceptedCount()
+		if err := d.round(d.runCtx, sel, now.UnixNano()); err != nil {
+			if d.acceptedCount() != before {
+				bo.reset() // CloudZero accepts again: retry the rest soon
+			}
+			delay := bo.next(err)
+			retryAt = d.now().Add(delay)
+			d.log.Info("Sending to CloudZero failed; retrying", zap.Duration("in", delay), zap.Error(err))
+		} else {
+			sel, retryAt = selection{}, time.Time{}
+			bo.reset()
+			for _, w := range waiters {
+				w <- nil
+			}
+			waiters = waiters[:0]
+		}
+		d.compact(d.runCtx)
+	}
+}
+
+func (d *Delivery) acceptedCount() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.accepted
+}
+
+// nextClose is when the next closing round is due: SettleDelay after the
+// next UTC hour (every DAILY bucket ends on an hour too).
+func nextClose(now time.Time) time.Time {
+	t := now.UTC().Truncate(time.Hour).Add(SettleDelay)
+	if !t.After(now) {
+		t = t.Add(time.Hour)
+	}
+	return t
+}
+
+// final is the shutdown flush: everything, retried every
+// shutdownRetryEvery (or after a Retry-After that ends before the
+// deadline) until the deadline.
+func (d *Delivery) final(deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(d.runCtx, deadline)
+	defer cancel()
+	for {
+		err := d.round(ctx, selection{all: true}, d.now().UnixNano())
+		if err == nil {
+			return nil
+		}
+		delay := max(shutdownRetryEvery, RetryAfter(err))
+		if errors.Is(err, ErrBudgetExhausted) || ctx.Err() != nil || time.Until(deadline) < delay {
+			return err
+		}
+		d.log.Debug("Sending to CloudZero failed while shutting down; retrying", zap.Duration("in", delay), zap.Error(err))
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
+	}
+}
+
+// batch is the ids of one stream a round sends, in order.
+type batch struct {
+	stream uint16
+	ids    []uint32
+}
+
+// round sends the keys sel selects; it returns nil when every one of them
+// was settled, or the retryable error that stopped it.
+func (d *Delivery) round(ctx context.Context, sel selection, now int64) error {
+	d.mu.Lock()
+	if !sel.all {
+		retention := int64(d.cfg.Translator.MaxAge)
+		d.ledger.prune(now, int64(SettleDelay), retention)
+	}
+	batches := d.selectDue(sel, now)
+	streams := slices.Clone(d.ledger.streams)
+	d.mu.Unlock()
+
+	tau := now
+	if sel.regular && !sel.all {
+		tau = sel.tau
+	}
+	for _, b := range batches {
+		for pos := 0; pos < len(b.ids); {
+			n, err := d.sendChunk(ctx, streams[b.stream], b.ids[pos:], tau)
+			pos += n
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// selectDue lists the keys sel sends (d.mu held): keys of closed buckets and
+// keys whose last request failed first, then open keys, oldest send first,
+// as many as the daily budget affords.
+func (d *Delivery) selectDue(sel selection, now int64) []batch {
+	l := d.ledger
+	F := int64(d.cfg.FlushInterval)
+	var first, open []uint32
+	hourlyOpen := 0
+	for i := range l.entries {
+		e := &l.entries[i]
+		if !e.live {
+			continue
+		}
+		closed := e.bucketEnd+int64(SettleDelay) <= now
+		if !closed && e.bucketEnd-now <= int64(time.Hour) && e.bucketEnd-now > 0 {
+			hourlyOpen++ // approximately: keys of buckets ending within the hour
+		}
+		if !l.sendable(e) {
+			continue
+		}
+		switch {
+		case sel.all, e.state == stateFailed, closed && (sel.closing || sel.regular):
+			first = append(first, uint32(i))
+		case sel.regular && e.lastSend <= sel.tau-F:
+			open = append(open, uint32(i))
+		}
+	}
+	if len(open) > 0 {
+		left, limited := d.cfg.Limiter.BudgetLeft()
+		allowed := openAllowance(left, limited, time.Unix(0, now), d.cfg.FlushInterval, len(first), hourlyOpen, len(open))
+		if allowed < len(open) {
+			slices.SortFunc(open, func(a, b uint32) int { return cmpInt64(l.entries[a].lastSend, l.entries[b].lastSend) })
+			d.log.Debug("Daily record budget: sending only part of the changed keys of open buckets this round",
+				zap.Int("sent", allowed), zap.Int("changed", len(open)), zap.Int("budget_left", left))
+			open = open[:allowed]
+		}
+	}
+	return append(groupByStream(l, first), groupByStream(l, open)...)
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func groupByStream(l *ledger, ids []uint32) []batch {
+	var out []batch
+	byStream := map[uint16]int{}
+	for _, id := range ids {
+		s := l.entries[id].stream
+		i, ok := byStream[s]
+		if !ok {
+			i = len(out)
+			byStream[s] = i
+			out = append(out, batch{stream: s})
+		}
+		out[i].ids = append(out[i].ids, id)
+	}
+	slices.SortFunc(out, func(a, b batch) int { return int(a.stream) - int(b.stream) })
+	return out
+}
+
+// openAllowance is how many changed keys of open buckets a regular round
+// may send under the daily budget. What is left today must first pay for
+// this round's closed keys and for the closing sends still to come before
+// UTC midnight (each hourly key once per hour); the rest is shared evenly
+// among the rounds left today. Keys not sent wait (merging) for a later
+// round or for their bucket's close.
+func openAllowance(left int, limited bool, now time.Time, interval time.Duration, closedNow, hourlyOpenKeys, changedOpen int) int {
+	if !limited {
+		return changedOpen
+	}
+	untilMidnight := now.UTC().Truncate(24 * time.Hour).Add(24 * time.Hour).Sub(now)
+	closingsLeft := int(untilMidnight / time.Hour) // the 23:00 bucket closes after midnight, on tomorrow's budget
+	spendable := left - closedNow - hourlyOpenKeys*closingsLeft
+	if spendable <= 0 {
+		return 0
+	}
+	rounds := max(1, int(math.Ceil(float64(untilMidnight)/float64(interval))))
+	return min(changedOpen, spendable/rounds)
+}
+
+// backoff computes retry delays (see Backoff).
+type backoff struct {
+	cfg Backoff
+	n   int
+}
+
+func (b *backoff) reset() { b.n = 0 }
+
+// next returns the delay before the next retry after err: the backoff, or
+// what CloudZero asked for (Retry-After) or the daily budget requires, if
+// longer.
+func (b *backoff) next(err error) time.Duration {
+	d := float64(b.cfg.InitialInterval) * math.Pow(b.cfg.Multiplier, float64(b.n))
+	d = min(d, float64(b.cfg.MaxInterval))
+	if r := b.cfg.RandomizationFactor; r > 0 {
+		d *= 1 - r + 2*r*rand.Float64()
+	}
+	b.n++
+	return max(time.Duration(d), RetryAfter(err))
+}

@@ -1,0 +1,286 @@
+package exporter
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"go.uber.org/zap"
+
+	"github.com/cloudzero-otel/cloudzeroexporter/record"
+	"github.com/cloudzero-otel/cloudzeroexporter/translator"
+)
+
+// What the Delivery writes to the journal. A log record is one of:
+//
+//	consume  time, translator changes, new keys (id, stream, key), increments (id, value)
+//	begin    round time, ids: these entries went into a request
+//	confirm  ids: their request was applied (or refused for good)
+//	fail     ids: their request failed; what it carried goes with the next
+//
+// Replaying them runs the same ledger operations in the same order as they
+// ran live, so the restored floats are bit for bit the live ones. A begin
+// without its confirm or fail is a request the process did not see
+// answered: with sum it may have been applied (counted as ambiguous).
+const (
+	recConsume byte = 1 + iota
+	recBegin
+	recConfirm
+	recFail
+)
+
+// encodeConsume encodes the consume record of the call in d.scratch.
+func (d *Delivery) encodeConsume(b []byte, now int64, changes []byte) []byte {
+	s, l := &d.scratch, d.ledger
+	b = append(b, recConsume)
+	b = appendU64(b, uint64(now))
+	b = binary.AppendUvarint(b, uint64(len(changes)))
+	b = append(b, changes...)
+	b = binary.AppendUvarint(b, uint64(len(s.binds)))
+	for _, id := range s.binds {
+		e := &l.entries[id]
+		b = binary.AppendUvarint(b, uint64(id))
+		b = appendStr(b, l.streams[e.stream])
+		b = appendStr(b, string(e.key))
+	}
+	b = binary.AppendUvarint(b, uint64(len(s.adds)))
+	for _, a := range s.adds {
+		b = binary.AppendUvarint(b, uint64(a.id))
+		b = appendF64(b, a.value)
+	}
+	return b
+}
+
+// applyRecord replays one log record.
+func (d *Delivery) applyRecord(b []byte) error {
+	if len(b) == 0 {
+		return errCorrupt
+	}
+	dec := decoder{b: b[1:]}
+	l := d.ledger
+	switch b[0] {
+	case recConsume:
+		now := int64(dec.u64())
+		if changes := dec.bytes(int(dec.uvarint())); len(changes) > 0 && dec.err == nil {
+			if err := d.tr.RestoreState(changes); err != nil {
+				return err
+			}
+		}
+		for n := dec.uvarint(); n > 0 && dec.err == nil; n-- {
+			id, stream, key := uint32(dec.uvarint()), dec.str(), record.Key(dec.str())
+			if dec.err == nil {
+				if _, err := l.bind(id, stream, key); err != nil {
+					return fmt.Errorf("%w: %w", errCorrupt, err)
+				}
+			}
+		}
+		for n := dec.uvarint(); n > 0 && dec.err == nil; n-- {
+			id, v := dec.uvarint(), dec.f64()
+			if dec.err == nil {
+				if !l.isLive(id) {
+					return fmt.Errorf("%w: increment of unknown entry %d", errCorrupt, id)
+				}
+				l.add(uint32(id), v, now)
+			}
+		}
+	case recBegin:
+		tau := int64(dec.u64())
+		err := d.applyIDs(&dec, func(id uint32) { l.begin(id, tau) })
+		if err != nil {
+			return err
+		}
+	case recConfirm:
+		if err := d.applyIDs(&dec, l.confirm); err != nil {
+			return err
+		}
+	case recFail:
+		if err := d.applyIDs(&dec, l.fail); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("%w: record type %d", errCorrupt, b[0])
+	}
+	if !dec.done() {
+		return errCorrupt
+	}
+	return nil
+}
+
+func (d *Delivery) applyIDs(dec *decoder, f func(uint32)) error {
+	for n := dec.uvarint(); n > 0 && dec.err == nil; n-- {
+		id := dec.uvarint()
+		if dec.err != nil {
+			break
+		}
+		if !d.ledger.isLive(id) {
+			return fmt.Errorf("%w: unknown entry %d", errCorrupt, id)
+		}
+		f(uint32(id))
+	}
+	return dec.err
+}
+
+func (l *ledger) isLive(id uint64) bool {
+	return id < uint64(len(l.entries)) && l.entries[id].live
+}
+
+// snapshot is the whole state at one point of the log, encoded.
+type snapshot struct {
+	gen           uint64
+	translator    []byte
+	chunks        [][]byte
+	cut           uint64 // the first log record after it
+	logBytesAtCut int64
+}
+
+// snapshotLocked encodes the translator's state and every ledger entry;
+// d.mu must be held.
+func (d *Delivery) snapshotLocked() (snapshot, error) {
+	t, err := d.tr.MarshalState()
+	if err != nil {
+		return snapshot{}, err
+	}
+	s := snapshot{gen: d.journal.h.gen + 1, translator: t, cut: d.journal.next, logBytesAtCut: d.journal.logBytes}
+	l := d.ledger
+	var chunk []byte // entries of the chunk being built
+	n := 0
+	flush := func() {
+		if n > 0 {
+			s.chunks = append(s.chunks, append(binary.AppendUvarint(nil, uint64(n)), chunk...))
+		}
+		chunk, n = chunk[:0], 0
+	}
+	for id := range l.entries {
+		e := &l.entries[id]
+		if !e.live {
+			continue
+		}
+		chunk = binary.AppendUvarint(chunk, uint64(id))
+		chunk = appendStr(chunk, l.streams[e.stream])
+		chunk = appendStr(chunk, string(e.key))
+		for _, v := range []float64{e.value, e.inflight, e.confirmed} {
+			chunk = appendF64(chunk, v)
+		}
+		chunk = appendU64(chunk, uint64(e.lastSend))
+		chunk = appendU64(chunk, uint64(e.unsentSince))
+		chunk = append(chunk, byte(e.state))
+		n++
+		if len(chunk) >= chunkBytes {
+			flush()
+		}
+	}
+	flush()
+	return s, nil
+}
+
+// applyChunk restores the entries of one snapshot chunk.
+func (d *Delivery) applyChunk(b []byte) error {
+	dec := decoder{b: b}
+	l := d.ledger
+	for n := dec.uvarint(); n > 0 && dec.err == nil; n-- {
+		id, stream, key := uint32(dec.uvarint()), dec.str(), record.Key(dec.str())
+		value, inflight, confirmed := dec.f64(), dec.f64(), dec.f64()
+		lastSend, unsentSince := int64(dec.u64()), int64(dec.u64())
+		sb := dec.bytes(1)
+		if dec.err != nil {
+			break
+		}
+		state := entryState(sb[0])
+		if state > stateFailed {
+			return errCorrupt
+		}
+		if _, err := l.bind(id, stream, key); err != nil {
+			return fmt.Errorf("%w: %w", errCorrupt, err)
+		}
+		e := &l.entries[id]
+		e.value, e.inflight, e.confirmed, e.lastSend, e.unsentSince, e.state = value, inflight, confirmed, lastSend, unsentSince, state
+	}
+	if !dec.done() {
+		return errCorrupt
+	}
+	return nil
+}
+
+// restore loads the journal into the ledger and the translator (d.mu held).
+func (d *Delivery) restore(ctx context.Context) error {
+	j := d.journal
+	if err := j.open(ctx); err != nil {
+		return err
+	}
+	records, err := j.restore(ctx, func(b []byte) error {
+		if len(b) == 0 {
+			return nil
+		}
+		return d.tr.RestoreState(b)
+	}, d.applyChunk, d.applyRecord)
+	if err != nil {
+		if errors.Is(err, errCorrupt) || errors.Is(err, translator.ErrBadState) {
+			return fmt.Errorf("%w; to start with an empty ledger, move the storage directory away (its unsent records are then lost)", err)
+		}
+		return err
+	}
+	l := d.ledger
+	l.rebuildFree()
+	// Requests under way when the process stopped: their answer is unknown.
+	interrupted, units := 0, 0.0
+	for id := range l.entries {
+		if e := &l.entries[id]; e.live && e.state == stateInflight {
+			interrupted++
+			units += e.inflight
+			l.fail(uint32(id))
+		}
+	}
+	st := l.stats(d.now().UnixNano())
+	d.log.Info("Restored the CloudZero ledger from storage", zap.Int("keys", l.live), zap.Int("unsent_keys", st.UnsentKeys),
+		zap.Float64("unsent_units", st.UnsentUnits), zap.Int("log_records", records))
+	if interrupted > 0 {
+		if d.cfg.Op == OpSum {
+			d.log.Warn("Requests were under way when the exporter stopped; they are sent again, and count twice if CloudZero had applied them",
+				zap.Int("records", interrupted), zap.Float64("units", units))
+			d.cfg.Observer.ambiguous(ctx, "", interrupted, units)
+		} else {
+			d.log.Info("Requests were under way when the exporter stopped; replace sends the totals again (harmless)", zap.Int("records", interrupted))
+		}
+	}
+	return nil
+}
+
+// writeSnapshot stores s and makes it current. Called with d.mu held
+// (locked) at shutdown; otherwise by the flusher without the lock, taking it
+// only to make the snapshot current.
+func (d *Delivery) writeSnapshot(ctx context.Context, s snapshot, locked bool) error {
+	j := d.journal
+	size, err := j.writeSnapshot(ctx, s.gen, s.translator, s.chunks)
+	if err != nil {
+		return err
+	}
+	if !locked {
+		d.mu.Lock()
+	}
+	err = j.makeCurrent(ctx, s.gen, uint64(len(s.chunks)), s.cut, size, s.logBytesAtCut)
+	if !locked {
+		d.mu.Unlock()
+	}
+	if err != nil {
+		return err
+	}
+	return j.dropOld(ctx)
+}
+
+// compact writes a new snapshot when the log has outgrown the current one.
+func (d *Delivery) compact(ctx context.Context) {
+	d.mu.Lock()
+	if d.journal == nil || !d.journal.wantsCompaction() {
+		d.mu.Unlock()
+		return
+	}
+	s, err := d.snapshotLocked()
+	d.mu.Unlock()
+	if err == nil {
+		err = d.writeSnapshot(ctx, s, false)
+	}
+	if err != nil {
+		d.log.Error("Writing a snapshot of the ledger failed; the log keeps growing until one succeeds", zap.Error(err))
+	}
+}
