@@ -328,7 +328,7 @@ func (d *Delivery) Shutdown(ctx context.Context) error {
 	started := d.started
 	d.mu.Unlock()
 
-	deadline := d.now().Add(d.cfg.ShutdownTimeout)
+	deadline := time.Now().Add(d.cfg.ShutdownTimeout) // real time: how long the process may take to stop
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}

@@ -53,7 +53,7 @@ func (d *Delivery) run() {
 		if sel.any() && retryAt.Before(wake) {
 			wake = retryAt
 		}
-		timer := time.NewTimer(time.Until(wake))
+		timer := time.NewTimer(wake.Sub(d.now()))
 		select {
 		case <-timer.C:
 		case r := <-d.flushReq:
