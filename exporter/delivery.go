@@ -104,12 +104,13 @@ type Delivery struct {
 	encBuf   []byte
 	accepted uint64 // requests accepted so far: a failed round that made progress retries soon
 
-	started  bool
-	flushReq chan chan error
-	stop     chan time.Time // receives the shutdown deadline
-	done     chan struct{}
-	runCtx   context.Context
-	cancel   context.CancelFunc
+	started    bool
+	flushReq   chan chan error
+	compactReq chan struct{}  // Consume asks the flusher to compact the journal
+	stop       chan time.Time // receives the shutdown deadline
+	done       chan struct{}
+	runCtx     context.Context
+	cancel     context.CancelFunc
 }
 
 // NewDelivery checks cfg and returns a Delivery; Start restores its state
@@ -162,11 +163,12 @@ func NewDelivery(cfg DeliveryConfig) (*Delivery, error) {
 	}
 	d := &Delivery{
 		cfg: cfg, log: log, now: cfg.Now, tr: tr, drops: dropLog{logger: log, seen: map[dropKey]*dropState{}},
-		chunker:  Chunker{MaxRecords: cfg.MaxRecordsPerRequest},
-		ledger:   newLedger(cfg.Op, cfg.MaxKeys),
-		flushReq: make(chan chan error),
-		stop:     make(chan time.Time, 1),
-		done:     make(chan struct{}),
+		chunker:    Chunker{MaxRecords: cfg.MaxRecordsPerRequest},
+		ledger:     newLedger(cfg.Op, cfg.MaxKeys),
+		flushReq:   make(chan chan error),
+		compactReq: make(chan struct{}, 1),
+		stop:       make(chan time.Time, 1),
+		done:       make(chan struct{}),
 	}
 	if cfg.Storage != nil {
 		d.journal = &journal{client: cfg.Storage}
@@ -278,6 +280,12 @@ func (d *Delivery) Consume(ctx context.Context, md pmetric.Metrics) (translator.
 				tx.Rollback()
 				return translator.Stats{}, fmt.Errorf("storage: %w", err)
 			}
+			if d.journal.wantsCompaction() {
+				select {
+				case d.compactReq <- struct{}{}:
+				default:
+				}
+			}
 		}
 	}
 	return tx.Commit(), nil
@@ -298,6 +306,12 @@ func (d *Delivery) undoConsume() {
 // retrying failures until ctx ends. It returns nil once everything was
 // sent (or dropped for a reason that is counted).
 func (d *Delivery) Flush(ctx context.Context) error {
+	d.mu.Lock()
+	started := d.started
+	d.mu.Unlock()
+	if !started {
+		return errors.New("cloudzero: Flush before Start")
+	}
 	reply := make(chan error, 1)
 	select {
 	case d.flushReq <- reply:
@@ -363,7 +377,10 @@ func (d *Delivery) Shutdown(ctx context.Context) error {
 			d.log.Warn("Shutting down with records CloudZero has not confirmed; they stay in storage and are sent at the next start",
 				zap.Int("records", st.UnsentKeys), zap.Float64("units", st.UnsentUnits))
 		}
-		errs = append(errs, d.compactLocked(context.Background()), d.journal.client.Close(context.Background()))
+		if started { // never snapshot a ledger that was not restored: it would replace the stored one
+			errs = append(errs, d.compactLocked(context.Background()))
+		}
+		errs = append(errs, d.journal.client.Close(context.Background()))
 	}
 	return errors.Join(errs...)
 }

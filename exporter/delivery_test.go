@@ -530,3 +530,20 @@ func TestReplaceNeedsStorage(t *testing.T) {
 	_, err := NewDelivery(DeliveryConfig{Op: OpReplace, Client: NewClient(nil, "http://127.0.0.1:1", "k")})
 	assert.ErrorContains(t, err, "replace needs storage")
 }
+
+// A stored ledger this version cannot read stops Start with a message that
+// says what to do, and Shutdown then leaves the storage as it was.
+func TestUnreadableStorageIsNeverOverwritten(t *testing.T) {
+	store := newMemStorage()
+	store.m["head"] = []byte("not a head")
+	d, err := NewDelivery(DeliveryConfig{
+		Translator: translator.Settings{Streams: []translator.Stream{{Name: "s", Metrics: []string{"m"}, Granularity: record.Hourly, ElementName: "customer.id"}}},
+		Client:     NewClient(nil, "http://127.0.0.1:1", testKey), Storage: store,
+	})
+	require.NoError(t, err)
+	err = d.Start(context.Background())
+	require.ErrorContains(t, err, "move the storage directory away")
+	require.NoError(t, d.Shutdown(context.Background()))
+	assert.Equal(t, "not a head", string(store.m["head"]))
+	assert.Len(t, store.m, 1)
+}

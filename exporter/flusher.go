@@ -59,6 +59,10 @@ func (d *Delivery) run() {
 		case r := <-d.flushReq:
 			waiters = append(waiters, r)
 			sel.all, retryAt = true, time.Time{}
+		case <-d.compactReq:
+			timer.Stop()
+			d.compact(d.runCtx)
+			continue
 		case deadline := <-d.stop:
 			timer.Stop()
 			err := d.final(deadline)

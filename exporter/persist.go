@@ -205,15 +205,15 @@ func (d *Delivery) applyChunk(b []byte) error {
 // restore loads the journal into the ledger and the translator (d.mu held).
 func (d *Delivery) restore(ctx context.Context) error {
 	j := d.journal
-	if err := j.open(ctx); err != nil {
-		return err
+	records, err := 0, j.open(ctx)
+	if err == nil {
+		records, err = j.restore(ctx, func(b []byte) error {
+			if len(b) == 0 {
+				return nil
+			}
+			return d.tr.RestoreState(b)
+		}, d.applyChunk, d.applyRecord)
 	}
-	records, err := j.restore(ctx, func(b []byte) error {
-		if len(b) == 0 {
-			return nil
-		}
-		return d.tr.RestoreState(b)
-	}, d.applyChunk, d.applyRecord)
 	if err != nil {
 		if errors.Is(err, errCorrupt) || errors.Is(err, translator.ErrBadState) {
 			return fmt.Errorf("%w; to start with an empty ledger, move the storage directory away (its unsent records are then lost)", err)
