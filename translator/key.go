@@ -266,6 +266,12 @@ func readStr(s string) (string, string) {
 	return rest[:n], rest[n:]
 }
 
+// plainFits reports, without formatting, that v > 0 prints in at most
+// record.MaxValueChars characters: with at most 15 significant digits, a
+// value in [1e-6, 1e9) takes at most 9 integer digits or 5 leading zeros,
+// the point and 15 digits. Formatting is the hot path's costliest step.
+func plainFits(v float64) bool { return v >= 1e-6 && v < 1e9 }
+
 // flush encodes the records aggregated in this call into a Set, dropping
 // those CloudZero would reject, then forgets entries idle for a call when
 // they outnumber the active ones.
@@ -278,7 +284,7 @@ func (t *Translator) flush(st *Stats) *record.Set {
 			st.drop(DropValueOutOfRange, 0)
 		case v <= 0:
 			st.drop(DropNonPositive, v)
-		case len(record.AppendValue(buf[:0], v)) > record.MaxValueChars:
+		case !plainFits(v) && len(record.AppendValue(buf[:0], v)) > record.MaxValueChars:
 			st.drop(DropValueOutOfRange, v)
 		default:
 			if e.key == "" {
