@@ -49,16 +49,8 @@ func startEmulator(t *testing.T) *emulator.Instance {
 // second and short retries: for the tests that watch sends while the
 // exporter runs. The tests about defaults use defaultConfig.
 func testConfig(endpoint string) *Config {
-	cfg := createDefaultConfig().(*Config)
-	cfg.ClientConfig.Endpoint = endpoint
+	cfg := defaultConfig(endpoint)
 	cfg.ClientConfig.Timeout = 5 * time.Second
-	cfg.APIKey = testAPIKey
-	cfg.Streams = []StreamConfig{{
-		Name:        "requests",
-		Metrics:     []string{"requests"},
-		ElementName: "customer.id",
-		Filter:      map[string]string{"custom:feature": "feature"},
-	}}
 	cfg.FlushInterval = time.Second
 	cfg.BackOffConfig.InitialInterval = 10 * time.Millisecond
 	cfg.BackOffConfig.MaxInterval = 50 * time.Millisecond

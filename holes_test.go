@@ -9,14 +9,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/exporter/exportertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/cloudzero-otel/cloudzeroexporter/internal/emulator"
-	"github.com/cloudzero-otel/cloudzeroexporter/internal/metadata"
 )
 
 // The tests in this file reproduce, with the shipped defaults (only
@@ -39,18 +35,9 @@ func defaultConfig(endpoint string) *Config {
 
 func startDefault(t *testing.T, cfg *Config) (consume func(pmetric.Metrics) error, stop func()) {
 	t.Helper()
-	require.NoError(t, cfg.Validate())
-	set := exportertest.NewNopSettings(metadata.Type)
-	set.ID = component.NewIDWithName(metadata.Type, "holes")
-	exp, err := NewFactory().CreateMetrics(context.Background(), set, cfg)
-	require.NoError(t, err)
-	require.NoError(t, exp.Start(context.Background(), componenttest.NewNopHost()))
+	exp := newTestExporter(t, cfg, nil)
 	return func(md pmetric.Metrics) error { return exp.ConsumeMetrics(context.Background(), md) },
-		func() {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			require.NoError(t, exp.Shutdown(ctx))
-		}
+		func() { shutdown(t, exp) }
 }
 
 // deltaPoints builds one delta sum point of "requests" per element, each
