@@ -194,6 +194,9 @@ func (cfg *Config) Validate() error {
 	if u, err := url.Parse(cfg.ClientConfig.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add("endpoint: %q is not an http(s) URL", cfg.ClientConfig.Endpoint)
 	}
+	if cfg.ClientConfig.Timeout <= 0 {
+		add("timeout: must be positive, got %s: requests go one at a time, and one that never ends would stop delivery", cfg.ClientConfig.Timeout)
+	}
 	if !validGranularity(cfg.Granularity) {
 		add("granularity: %q must be HOURLY or DAILY", cfg.Granularity)
 	}

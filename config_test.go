@@ -126,7 +126,7 @@ func TestInvalidConfigs(t *testing.T) {
 		{"bad_rate_limit", []string{"rate_limit.records_per_second: must be positive", "rate_limit.burst: must be positive"}},
 		{"bad_delivery", []string{`delivery: "upsert" must be sum or replace`}},
 		{"replace_without_storage", []string{"delivery: replace needs storage (e.g. storage: file_storage)"}},
-		{"bad_delivery_timing", []string{"flush_interval: must be at least 1s, got 100ms", "shutdown_timeout: must be positive", "max_keys: must be positive"}},
+		{"bad_delivery_timing", []string{"timeout: must be positive", "flush_interval: must be at least 1s, got 100ms", "shutdown_timeout: must be positive", "max_keys: must be positive"}},
 		{"retry_gives_up", []string{"retry_on_failure.max_elapsed_time: must be 0 (got 10m0s)"}},
 		{"retry_disabled", []string{"retry_on_failure.enabled: must be true"}},
 		{"several_problems", []string{

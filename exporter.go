@@ -154,7 +154,9 @@ func (e *cloudzeroExporter) start(ctx context.Context, host component.Host) erro
 		}
 		return err
 	}
+	e.statsMu.Lock() // the gauges read it
 	e.delivery = d
+	e.statsMu.Unlock()
 	return nil
 }
 

@@ -37,6 +37,8 @@ var (
 	ErrLedgerFull = errors.New("cloudzero: ledger full (max_keys): new record keys are refused until sent keys are freed")
 	// ErrStopped: the Delivery is shutting down or was shut down.
 	ErrStopped = errors.New("cloudzero: exporter stopped")
+	// ErrNotStarted: Consume before Start, with storage.
+	ErrNotStarted = errors.New("cloudzero: exporter not started")
 )
 
 // Backoff is the delay between retries of a failed send: InitialInterval,
@@ -96,13 +98,19 @@ type Delivery struct {
 	drops   dropLog
 	chunker Chunker
 
+	compactMu sync.Mutex // one compaction at a time
+
 	mu       sync.Mutex // guards everything below; never held across network I/O
 	ledger   *ledger
 	journal  *journal // nil without storage
 	stopped  bool
-	scratch  consumeScratch
-	encBuf   []byte
-	accepted uint64 // requests accepted so far: a failed round that made progress retries soon
+	restored bool // the journal was read (Start): appending to it is safe
+	// lastAlive is the latest time the restored journal shows the exporter
+	// running (unix nanoseconds).
+	lastAlive int64
+	scratch   consumeScratch
+	encBuf    []byte
+	accepted  uint64 // requests accepted so far: a failed round that made progress retries soon
 
 	started    bool
 	flushReq   chan chan error
@@ -233,6 +241,9 @@ func (d *Delivery) Consume(ctx context.Context, md pmetric.Metrics) (translator.
 	defer d.mu.Unlock()
 	if d.stopped {
 		return translator.Stats{}, ErrStopped
+	}
+	if d.journal != nil && !d.restored {
+		return translator.Stats{}, ErrNotStarted // the stored journal is not read yet: appending would overwrite it
 	}
 	tx := d.tr.Begin(md)
 	set := tx.Records()
@@ -377,9 +388,8 @@ func (d *Delivery) Shutdown(ctx context.Context) error {
 			d.log.Warn("Shutting down with records CloudZero has not confirmed; they stay in storage and are sent at the next start",
 				zap.Int("records", st.UnsentKeys), zap.Float64("units", st.UnsentUnits))
 		}
-		if started { // never snapshot a ledger that was not restored: it would replace the stored one
-			errs = append(errs, d.compactLocked(context.Background()))
-		}
+		// No snapshot here: the journal is complete, and writing one could
+		// outlast shutdown_timeout.
 		errs = append(errs, d.journal.client.Close(context.Background()))
 	}
 	return errors.Join(errs...)
@@ -390,18 +400,4 @@ func (d *Delivery) Stats() LedgerStats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.ledger.stats(d.now().UnixNano())
-}
-
-// compactLocked writes a snapshot of everything (d.mu held) and makes it
-// current; used at shutdown, when nothing else runs. The flusher compacts
-// without holding the lock while writing (compact).
-func (d *Delivery) compactLocked(ctx context.Context) error {
-	if d.journal.logBytes == 0 && d.journal.h.gen > 0 {
-		return nil
-	}
-	snap, err := d.snapshotLocked()
-	if err != nil {
-		return err
-	}
-	return d.writeSnapshot(ctx, snap, true)
 }

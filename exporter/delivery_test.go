@@ -266,6 +266,9 @@ func TestJournalReplaysExactly(t *testing.T) {
 		default:
 			d.compact(ctx)
 		}
+		d.mu.Lock() // a restore forgets what a round would prune: do the same live
+		d.ledger.prune(time.Now().UnixNano(), int64(SettleDelay), int64(d.cfg.Translator.MaxAge))
+		d.mu.Unlock()
 		restored := restoreFrom(t, em, store.copy())
 		assertSameLedger(t, d, restored, step)
 	}
@@ -467,11 +470,13 @@ func TestCompactionDropsOldLog(t *testing.T) {
 	for i := range 200 {
 		_, err := d.Consume(ctx, deltas(recent, map[string]float64{fmt.Sprintf("c%d", i%10): 1}))
 		require.NoError(t, err)
-		if i%20 == 19 {
-			d.compact(ctx)
-		}
 	}
-	assert.Less(t, store.keys("wal/"), 40, "the log before the snapshot is deleted")
+	require.NoError(t, d.Flush(ctx)) // the flusher compacts after a round, and when Consume asks
+	d.compact(ctx)
+	// A compaction comes once the log outgrows the snapshot (~2 KB here, ~50
+	// consume records): of the 200+ records written, only the last ones stay.
+	assert.Less(t, store.keys("wal/"), 80, "the log before the snapshot is deleted")
+	assert.Positive(t, store.keys("snap/"), "compacted")
 	assert.LessOrEqual(t, store.keys("snap/"), 2, "one snapshot (translator state and one chunk)")
 	shutdownNow(t, d)
 	assert.Equal(t, "200", total(em.Ledger(), "s"))
@@ -546,4 +551,52 @@ func TestUnreadableStorageIsNeverOverwritten(t *testing.T) {
 	require.NoError(t, d.Shutdown(context.Background()))
 	assert.Equal(t, "not a head", string(store.m["head"]))
 	assert.Len(t, store.m, 1)
+}
+
+// cumulative builds one point of the cumulative sum "m" for element a.
+func cumulative(start, ts time.Time, v float64) pmetric.Metrics {
+	md := pmetric.NewMetrics()
+	m := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+	m.SetName("m")
+	s := m.SetEmptySum()
+	s.SetIsMonotonic(true)
+	s.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	dp := s.DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(pcommon.NewTimestampFromTime(start))
+	dp.SetTimestamp(pcommon.NewTimestampFromTime(ts))
+	dp.SetDoubleValue(v)
+	dp.Attributes().PutStr("customer.id", "a")
+	return md
+}
+
+// An exporter down for longer than series.ttl keeps its cumulative series:
+// their TTL counts the time it ran, so the usage of the outage is counted
+// by the first point after the restart, not lost to a new baseline.
+func TestDowntimeLongerThanTheSeriesTTL(t *testing.T) {
+	em := startEm(t, emulator.Config{})
+	store := newMemStorage()
+	var mu sync.Mutex
+	now := time.Now().Add(-4 * time.Hour)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	withClock := func(c *DeliveryConfig) {
+		c.Storage, c.Now, c.Translator.Now, c.Translator.SeriesTTL = store, clock, clock, time.Hour
+	}
+	start := now.Add(-time.Hour) // before the exporter: the first point is a baseline
+	d := testDelivery(t, em, withClock)
+	ctx := context.Background()
+	_, err := d.Consume(ctx, cumulative(start, now, 100))
+	require.NoError(t, err)
+	_, err = d.Consume(ctx, cumulative(start, now.Add(time.Second), 110))
+	require.NoError(t, err)
+	shutdownNow(t, d)
+
+	mu.Lock()
+	now = now.Add(3 * time.Hour) // down for three TTLs
+	mu.Unlock()
+	store = store.copy()
+	d = testDelivery(t, em, withClock)
+	_, err = d.Consume(ctx, cumulative(start, now, 150))
+	require.NoError(t, err)
+	shutdownNow(t, d)
+	assert.Equal(t, "50", total(em.Ledger(), "s"), "100 -> 150: +10 before the outage, +40 counted after it")
 }

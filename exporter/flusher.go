@@ -1,10 +1,12 @@
 package exporter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"time"
 
@@ -129,7 +131,10 @@ func (d *Delivery) final(deadline time.Time) error {
 	for {
 		err := d.round(ctx, selection{all: true}, d.now().UnixNano())
 		if err == nil {
-			return nil
+			if !d.sendable() || ctx.Err() != nil {
+				return nil
+			}
+			continue // a bisection left records for another round
 		}
 		delay := max(shutdownRetryEvery, RetryAfter(err))
 		if errors.Is(err, ErrBudgetExhausted) || ctx.Err() != nil || time.Until(deadline) < delay {
@@ -144,6 +149,18 @@ func (d *Delivery) final(deadline time.Time) error {
 			return err
 		}
 	}
+}
+
+// sendable reports whether the ledger holds anything to send.
+func (d *Delivery) sendable() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := range d.ledger.entries {
+		if d.ledger.sendable(&d.ledger.entries[i]) {
+			return true
+		}
+	}
+	return false
 }
 
 // batch is the ids of one stream a round sends, in order.
@@ -168,16 +185,35 @@ func (d *Delivery) round(ctx context.Context, sel selection, now int64) error {
 	if sel.regular && !sel.all {
 		tau = sel.tau
 	}
+	var failed error
 	for _, b := range batches {
 		for pos := 0; pos < len(b.ids); {
 			n, err := d.sendChunk(ctx, streams[b.stream], b.ids[pos:], tau)
 			pos += n
-			if err != nil {
+			if err == nil {
+				continue
+			}
+			if stopsRound(err) || ctx.Err() != nil {
 				return err
 			}
+			// A failure of this stream's requests: the others still go.
+			failed = cmp.Or(failed, err)
+			break
 		}
 	}
-	return nil
+	return failed
+}
+
+// stopsRound reports whether a failure concerns every stream, so that the
+// round stops: CloudZero asks to slow down (429, 503), cannot be reached,
+// or the daily budget is used up. Other failures (a 500 for one stream's
+// request) stop only that stream's part of the round.
+func stopsRound(err error) bool {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.StatusCode == http.StatusTooManyRequests || se.StatusCode == http.StatusServiceUnavailable
+	}
+	return true // transport error, budget, storage
 }
 
 // selectDue lists the keys sel sends (d.mu held): keys of closed buckets and

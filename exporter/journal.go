@@ -89,6 +89,9 @@ func (j *journal) restore(ctx context.Context, translatorState func([]byte) erro
 		if err != nil {
 			return 0, err
 		}
+		if b == nil {
+			return 0, fmt.Errorf("%w: the snapshot's series state is missing", errCorrupt)
+		}
 		if err := translatorState(b); err != nil {
 			return 0, err
 		}

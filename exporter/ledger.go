@@ -162,7 +162,9 @@ func (l *ledger) sendValue(e *entry) float64 {
 	if l.op == OpReplace {
 		return e.value
 	}
-	if e.state == stateFailed {
+	if e.state != stateIdle {
+		// Failed, or (only in a replay) in flight with no answer recorded
+		// because writing it failed: send it again rather than lose it.
 		return e.inflight + e.value
 	}
 	return e.value
@@ -260,9 +262,6 @@ func (l *ledger) stats(now int64) LedgerStats {
 		}
 		s.UnsentKeys++
 		s.UnsentUnits += l.sendValue(e)
-		if e.state == stateInflight && l.op == OpSum {
-			s.UnsentUnits += e.inflight
-		}
 		if e.unsentSince > 0 && (oldest == 0 || e.unsentSince < oldest) {
 			oldest = e.unsentSince
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -62,8 +63,9 @@ func (d *Delivery) applyRecord(b []byte) error {
 	switch b[0] {
 	case recConsume:
 		now := int64(dec.u64())
+		d.lastAlive = max(d.lastAlive, now)
 		if changes := dec.bytes(int(dec.uvarint())); len(changes) > 0 && dec.err == nil {
-			if err := d.tr.RestoreState(changes); err != nil {
+			if err := d.tr.RestoreStateAt(changes, time.Unix(0, now)); err != nil {
 				return err
 			}
 		}
@@ -86,6 +88,7 @@ func (d *Delivery) applyRecord(b []byte) error {
 		}
 	case recBegin:
 		tau := int64(dec.u64())
+		d.lastAlive = max(d.lastAlive, tau)
 		err := d.applyIDs(&dec, func(id uint32) { l.begin(id, tau) })
 		if err != nil {
 			return err
@@ -134,13 +137,14 @@ type snapshot struct {
 	logBytesAtCut int64
 }
 
-// snapshotLocked encodes the translator's state and every ledger entry;
-// d.mu must be held.
+// snapshotLocked encodes the translator's state (after the time it was
+// taken) and every ledger entry; d.mu must be held.
 func (d *Delivery) snapshotLocked() (snapshot, error) {
 	t, err := d.tr.MarshalState()
 	if err != nil {
 		return snapshot{}, err
 	}
+	t = append(appendU64(nil, uint64(d.now().UnixNano())), t...)
 	s := snapshot{gen: d.journal.h.gen + 1, translator: t, cut: d.journal.next, logBytesAtCut: d.journal.logBytes}
 	l := d.ledger
 	var chunk []byte // entries of the chunk being built
@@ -172,6 +176,18 @@ func (d *Delivery) snapshotLocked() (snapshot, error) {
 	}
 	flush()
 	return s, nil
+}
+
+// applyTranslatorSnapshot restores the series state of a snapshot: its
+// time, then the state as of that time.
+func (d *Delivery) applyTranslatorSnapshot(b []byte) error {
+	dec := decoder{b: b}
+	at := int64(dec.u64())
+	if dec.err != nil {
+		return dec.err
+	}
+	d.lastAlive = max(d.lastAlive, at)
+	return d.tr.RestoreStateAt(dec.b, time.Unix(0, at))
 }
 
 // applyChunk restores the entries of one snapshot chunk.
@@ -207,12 +223,7 @@ func (d *Delivery) restore(ctx context.Context) error {
 	j := d.journal
 	records, err := 0, j.open(ctx)
 	if err == nil {
-		records, err = j.restore(ctx, func(b []byte) error {
-			if len(b) == 0 {
-				return nil
-			}
-			return d.tr.RestoreState(b)
-		}, d.applyChunk, d.applyRecord)
+		records, err = j.restore(ctx, d.applyTranslatorSnapshot, d.applyChunk, d.applyRecord)
 	}
 	if err != nil {
 		if errors.Is(err, errCorrupt) || errors.Is(err, translator.ErrBadState) {
@@ -221,47 +232,56 @@ func (d *Delivery) restore(ctx context.Context) error {
 		return err
 	}
 	l := d.ledger
-	l.rebuildFree()
 	// Requests under way when the process stopped: their answer is unknown.
-	interrupted, units := 0, 0.0
+	// Recorded as failed, so that a later replay does not count them again.
+	var interrupted []sendEntry
+	units := 0.0
 	for id := range l.entries {
 		if e := &l.entries[id]; e.live && e.state == stateInflight {
-			interrupted++
+			interrupted = append(interrupted, sendEntry{id: uint32(id)})
 			units += e.inflight
 			l.fail(uint32(id))
 		}
 	}
+	if len(interrupted) > 0 {
+		if err := j.append(ctx, d.idsRecord(recFail, 0, interrupted)); err != nil {
+			return err
+		}
+	}
+	// Series TTLs count the time the exporter ran, not the time it was down.
+	if d.lastAlive > 0 {
+		d.tr.ShiftSeen(max(0, time.Duration(d.now().UnixNano()-d.lastAlive)))
+	}
+	// The live ledger forgot keys the journal does not say it forgot.
+	l.prune(d.now().UnixNano(), int64(SettleDelay), int64(d.cfg.Translator.MaxAge))
+	l.rebuildFree()
+	d.restored = true
 	st := l.stats(d.now().UnixNano())
 	d.log.Info("Restored the CloudZero ledger from storage", zap.Int("keys", l.live), zap.Int("unsent_keys", st.UnsentKeys),
 		zap.Float64("unsent_units", st.UnsentUnits), zap.Int("log_records", records))
-	if interrupted > 0 {
+	if n := len(interrupted); n > 0 {
 		if d.cfg.Op == OpSum {
 			d.log.Warn("Requests were under way when the exporter stopped; they are sent again, and count twice if CloudZero had applied them",
-				zap.Int("records", interrupted), zap.Float64("units", units))
-			d.cfg.Observer.ambiguous(ctx, "", interrupted, units)
+				zap.Int("records", n), zap.Float64("units", units))
+			d.cfg.Observer.ambiguous(ctx, "", n, units)
 		} else {
-			d.log.Info("Requests were under way when the exporter stopped; replace sends the totals again (harmless)", zap.Int("records", interrupted))
+			d.log.Info("Requests were under way when the exporter stopped; replace sends the totals again (harmless)", zap.Int("records", n))
 		}
 	}
 	return nil
 }
 
-// writeSnapshot stores s and makes it current. Called with d.mu held
-// (locked) at shutdown; otherwise by the flusher without the lock, taking it
-// only to make the snapshot current.
-func (d *Delivery) writeSnapshot(ctx context.Context, s snapshot, locked bool) error {
+// writeSnapshot stores s and makes it current. The flusher calls it without
+// d.mu, taking the lock only to make the snapshot current.
+func (d *Delivery) writeSnapshot(ctx context.Context, s snapshot) error {
 	j := d.journal
 	size, err := j.writeSnapshot(ctx, s.gen, s.translator, s.chunks)
 	if err != nil {
 		return err
 	}
-	if !locked {
-		d.mu.Lock()
-	}
+	d.mu.Lock()
 	err = j.makeCurrent(ctx, s.gen, uint64(len(s.chunks)), s.cut, size, s.logBytesAtCut)
-	if !locked {
-		d.mu.Unlock()
-	}
+	d.mu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -269,7 +289,11 @@ func (d *Delivery) writeSnapshot(ctx context.Context, s snapshot, locked bool) e
 }
 
 // compact writes a new snapshot when the log has outgrown the current one.
+// The flusher calls it; compactMu keeps any other caller from running at
+// the same time (the journal's head is only the compacting goroutine's).
 func (d *Delivery) compact(ctx context.Context) {
+	d.compactMu.Lock()
+	defer d.compactMu.Unlock()
 	d.mu.Lock()
 	if d.journal == nil || !d.journal.wantsCompaction() {
 		d.mu.Unlock()
@@ -278,7 +302,7 @@ func (d *Delivery) compact(ctx context.Context) {
 	s, err := d.snapshotLocked()
 	d.mu.Unlock()
 	if err == nil {
-		err = d.writeSnapshot(ctx, s, false)
+		err = d.writeSnapshot(ctx, s)
 	}
 	if err != nil {
 		d.log.Error("Writing a snapshot of the ledger failed; the log keeps growing until one succeeds", zap.Error(err))

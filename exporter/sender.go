@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -128,7 +130,7 @@ func (d *Delivery) sendChunk(ctx context.Context, stream string, ids []uint32, t
 	if len(es) == 0 {
 		return taken, nil
 	}
-	return taken, d.post(ctx, d.cfg.Op, stream, es, &bisection{})
+	return taken, d.post(ctx, d.cfg.Op, stream, es)
 }
 
 // idsRecord encodes a begin, confirm or fail record of es (d.mu held).
@@ -145,85 +147,48 @@ func (d *Delivery) idsRecord(typ byte, tau int64, es []sendEntry) []byte {
 	return b
 }
 
-// bisection tracks the splitting of one request CloudZero refused with 400.
-// When records are refused one by one with the same answer and none is
-// accepted, the whole stream is being refused (an unknown filter key, a key
-// set or granularity that differs from the stream's): splitting on would
-// cost two requests per record, so the rest is dropped with the same
-// reason without being sent.
-type bisection struct {
-	refused  int // records refused alone
-	accepted int
-	answer   string
-	mixed    bool // the single refusals did not all get the same answer
-}
-
-const bisectionGivesUpAfter = 16
-
-func (b *bisection) givesUp() bool {
-	return b.refused >= bisectionGivesUpAfter && b.accepted == 0 && !b.mixed
-}
-
-func (b *bisection) refusedAlone(err error) {
-	var se *StatusError
-	answer := err.Error()
-	if errors.As(err, &se) {
-		answer = se.Body
-	}
-	if b.refused > 0 && answer != b.answer {
-		b.mixed = true
-	}
-	b.refused++
-	b.answer = answer
-}
-
-// post sends es (already begun) with op and settles every entry: accepted,
-// refused or failed. It returns the retryable error when a part failed.
-func (d *Delivery) post(ctx context.Context, op Op, stream string, es []sendEntry, bis *bisection) error {
+// request sends es as one request with op and returns CloudZero's answer
+// (nil on 2xx), counting the request. In dry-run mode the body is written
+// out instead.
+func (d *Delivery) request(ctx context.Context, op Op, stream string, es []sendEntry) error {
 	bufp := bufPool.Get().(*[]byte)
 	body := appendEntries((*bufp)[:0], es)
 	*bufp = body
 	defer bufPool.Put(bufp)
-
 	if d.cfg.DryRun != nil {
 		if err := d.writeDryRun(stream, body); err != nil {
-			d.settle(ctx, stream, op, es, outcomeFailed, err)
 			return err
 		}
 		if f := d.cfg.Observer.DryRun; f != nil {
 			f(ctx, stream, len(es))
 		}
-		d.settle(ctx, stream, op, es, outcomeAccepted, nil)
 		return nil
 	}
 	err := d.cfg.Client.Post(ctx, op, stream, body)
 	if f := d.cfg.Observer.Request; f != nil && !errors.Is(err, ErrInvalid) {
 		f(ctx, stream, statusClass(err))
 	}
+	return err
+}
+
+// post sends es (already begun) with op and settles every entry: accepted,
+// refused or failed. It returns the retryable error when a part failed.
+func (d *Delivery) post(ctx context.Context, op Op, stream string, es []sendEntry) error {
+	err := d.request(ctx, op, stream, es)
 	switch {
 	case err == nil:
-		bis.accepted += len(es)
 		d.settle(ctx, stream, op, es, outcomeAccepted, nil)
 		return nil
 	case op == OpReplace && streamMissing(err):
 		// The stream holds nothing yet: sum gives the same result once;
 		// later sends replace as usual.
 		d.log.Info("CloudZero has no such stream yet for replace; creating it with sum", zap.String("stream", stream))
-		return d.post(ctx, OpSum, stream, es, bis)
-	case errors.Is(err, ErrTooLarge) && len(es) > 1:
-		d.cfg.Limiter.Refund(len(es))
-		d.log.Debug("CloudZero refused a request as too large; splitting it", zap.String("stream", stream), zap.Int("records", len(es)))
-		return d.split(ctx, op, stream, es, bis)
-	case isBadRequest(err) && len(es) > 1:
-		if f := d.cfg.Observer.Bisected; f != nil {
-			f(ctx, stream)
-		}
-		return d.split(ctx, op, stream, es, bis)
+		return d.post(ctx, OpSum, stream, es)
+	case (isBadRequest(err) || errors.Is(err, ErrTooLarge)) && len(es) > 1:
+		d.cfg.Limiter.Refund(len(es)) // refused whole, nothing applied: the parts take their own
+		return d.bisect(ctx, op, stream, es, err)
 	case IsPermanent(err) || errors.Is(err, ErrTooLarge):
 		d.cfg.Limiter.Refund(len(es))
-		if isBadRequest(err) {
-			bis.refusedAlone(err)
-		}
 		d.settle(ctx, stream, op, es, outcomeRefused, err)
 		return nil
 	default:
@@ -235,24 +200,109 @@ func (d *Delivery) post(ctx context.Context, op Op, stream string, es []sendEntr
 	}
 }
 
-// split sends es in two halves (after a 413 or a 400), each under the rate
-// limit again; when the bisection gives up, the rest is refused unsent.
-func (d *Delivery) split(ctx context.Context, op Op, stream string, es []sendEntry, bis *bisection) error {
-	half := len(es) / 2
-	for i, part := range [][]sendEntry{es[:half], es[half:]} {
-		var err error
-		if bis.givesUp() {
-			d.settle(ctx, stream, op, part, outcomeRefused, errStreamRefused{answer: bis.answer})
+// Bisection limits.
+const (
+	// bisectionRequests bounds the requests one refused request may cost in
+	// one round; what is left unresolved is sent again in the next round
+	// (bisecting on), so other streams are not held up.
+	bisectionRequests = 64
+	// bisectionSample: when this many records were refused alone with the
+	// same answer and none accepted, this many more, picked at random from
+	// the rest, are sent alone; if all are refused the same way, the stream
+	// itself is being refused and the rest is dropped with it.
+	bisectionSample = 16
+)
+
+// bisect finds the records CloudZero refuses in es, which it refused whole
+// (400, or 413): es is split in halves, depth first, down to the records
+// refused alone, which are dropped and counted; the rest is delivered.
+//
+// A stream CloudZero refuses entirely (an unknown filter key, a key set or
+// granularity that differs from the stream's) would cost two requests per
+// record: once bisectionSample records were refused alone with the same
+// answer and none accepted, bisectionSample more, picked at random from the
+// rest, are sent alone; when all of them are refused the same way, the rest
+// is dropped too, with the same reason. When any is accepted, bisecting goes
+// on. Refused requests go back to the daily budget.
+func (d *Delivery) bisect(ctx context.Context, op Op, stream string, es []sendEntry, first error) error {
+	if isBadRequest(first) {
+		if f := d.cfg.Observer.Bisected; f != nil {
+			f(ctx, stream)
+		}
+		d.log.Debug("CloudZero refused a request; bisecting it to find the records it refuses",
+			zap.String("stream", stream), zap.Int("records", len(es)), zap.Error(first))
+	}
+	var (
+		stack    = halves(nil, es) // parts still to send; the last is sent next
+		refused  int               // records refused alone
+		accepted int
+		answer   string
+		mixed    bool // the records refused alone did not all get the same answer
+		sampled  bool
+	)
+	alone := func(err error) {
+		a := err.Error()
+		if se := (*StatusError)(nil); errors.As(err, &se) {
+			a = se.Body
+		}
+		if refused > 0 && a != answer {
+			mixed = true
+		}
+		refused, answer = refused+1, a
+	}
+	for requests := 0; len(stack) > 0; {
+		if requests >= bisectionRequests {
+			rest := flatten(stack)
+			d.log.Info("Bisection of a refused request continues in the next round",
+				zap.String("stream", stream), zap.Int("records_left", len(rest)))
+			d.settle(ctx, stream, op, rest, outcomeFailed, errNotSent)
+			return nil
+		}
+		if !sampled && refused >= bisectionSample && accepted == 0 && !mixed {
+			sampled = true
+			rest := flatten(stack)
+			rand.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
+			n := min(bisectionSample, len(rest))
+			stack = [][]sendEntry{rest[n:]}
+			for i := n - 1; i >= 0; i-- {
+				stack = append(stack, rest[i:i+1])
+			}
+			stack = slices.DeleteFunc(stack, func(p []sendEntry) bool { return len(p) == 0 })
 			continue
 		}
-		if err = d.cfg.Limiter.wait(ctx, len(part), false); err == nil {
-			err = d.post(ctx, op, stream, part, bis)
-		} else {
-			d.settle(ctx, stream, op, part, outcomeFailed, err)
+		if sampled && !mixed && accepted == 0 && refused >= 2*bisectionSample {
+			rest := flatten(stack)
+			d.settle(ctx, stream, op, rest, outcomeRefused, errStreamRefused{answer: answer})
+			return nil
 		}
-		if err != nil {
-			if i == 0 {
-				d.settle(ctx, stream, op, es[half:], outcomeFailed, errNotSent)
+		part := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if err := d.cfg.Limiter.wait(ctx, len(part), false); err != nil {
+			d.settle(ctx, stream, op, append(part, flatten(stack)...), outcomeFailed, err)
+			return err
+		}
+		err := d.request(ctx, op, stream, part)
+		requests++
+		switch {
+		case err == nil:
+			accepted += len(part)
+			d.settle(ctx, stream, op, part, outcomeAccepted, nil)
+		case (isBadRequest(err) || errors.Is(err, ErrTooLarge)) && len(part) > 1:
+			d.cfg.Limiter.Refund(len(part))
+			stack = halves(stack, part)
+		case IsPermanent(err) || errors.Is(err, ErrTooLarge):
+			d.cfg.Limiter.Refund(len(part))
+			if isBadRequest(err) {
+				alone(err)
+			}
+			d.settle(ctx, stream, op, part, outcomeRefused, err)
+		default:
+			if notApplied(err) {
+				d.cfg.Limiter.Refund(len(part))
+			}
+			d.settle(ctx, stream, op, part, outcomeFailed, err)
+			if rest := flatten(stack); len(rest) > 0 {
+				d.settle(ctx, stream, op, rest, outcomeFailed, errNotSent)
 			}
 			return err
 		}
@@ -260,15 +310,29 @@ func (d *Delivery) split(ctx context.Context, op Op, stream string, es []sendEnt
 	return nil
 }
 
+// halves pushes the two halves of es on stack, the first half on top.
+func halves(stack [][]sendEntry, es []sendEntry) [][]sendEntry {
+	half := len(es) / 2
+	return append(stack, es[half:], es[:half])
+}
+
+func flatten(stack [][]sendEntry) []sendEntry {
+	var out []sendEntry
+	for _, p := range stack {
+		out = append(out, p...)
+	}
+	return out
+}
+
 // errStreamRefused drops the records a bisection gave up on.
 type errStreamRefused struct{ answer string }
 
 func (e errStreamRefused) Error() string {
-	return "cloudzero: the stream's records are refused one by one with the same answer; the rest of the request is dropped unsent: " + e.answer
+	return "cloudzero: CloudZero refuses the stream's records one by one with the same answer; the rest of the request is dropped unsent: " + e.answer
 }
 
 // errNotSent marks records of a split request that were not sent because
-// an earlier part failed: not ambiguous.
+// an earlier part failed, or are left for the next round: not ambiguous.
 var errNotSent = errors.New("cloudzero: not sent: an earlier part of the request failed")
 
 type outcome uint8
@@ -337,11 +401,12 @@ func mayHaveApplied(err error) bool {
 }
 
 // notApplied reports whether a failed request certainly changed nothing
-// at CloudZero (so its records go back to the daily budget).
+// at CloudZero (so its records go back to the daily budget): 429 and 408
+// refuse the request. A 503 may come after CloudZero applied it, like any
+// 5xx (see mayHaveApplied): it keeps its place in the budget.
 func notApplied(err error) bool {
 	var se *StatusError
-	return errors.As(err, &se) && (se.StatusCode == http.StatusTooManyRequests ||
-		se.StatusCode == http.StatusServiceUnavailable || se.StatusCode == http.StatusRequestTimeout) ||
+	return errors.As(err, &se) && (se.StatusCode == http.StatusTooManyRequests || se.StatusCode == http.StatusRequestTimeout) ||
 		errors.Is(err, ErrBudgetExhausted) || errors.Is(err, errNotSent)
 }
 

@@ -175,6 +175,14 @@ func redact(s, key string) string {
 // bytes of valid UTF-8. Redacting first means a key straddling the cut
 // cannot leak half of itself (the caller reads maxErrorBody+len(key) bytes).
 func cutBody(b []byte, key string) string {
+	// The read may have stopped inside an occurrence of the key: drop the
+	// partial key at the end, which redact cannot recognise.
+	for i := min(len(key)-1, len(b)); i > 0; i-- {
+		if strings.HasSuffix(string(b), key[:i]) {
+			b = b[:len(b)-i]
+			break
+		}
+	}
 	s := redact(string(b), key)
 	if len(s) > maxErrorBody {
 		cut := maxErrorBody

@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -203,10 +204,16 @@ func cmpU64(a, b uint64) int {
 // ErrBadState is returned by RestoreState for data MarshalState did not produce.
 var ErrBadState = errors.New("translator: invalid or unsupported state encoding")
 
-// RestoreState adds the series encoded by MarshalState (or by Commit, whose
-// tombstones delete series) to the state (up to MaxSeries). A restored series continues: its next point is a delta from
-// the restored value. Series past their TTL are forgotten at the next call.
-func (t *Translator) RestoreState(b []byte) error {
+// RestoreState adds the series encoded by MarshalState (or by Tx.Changes,
+// whose tombstones delete series) to the state (up to MaxSeries). A
+// restored series continues: its next point is a delta from the restored
+// value. Series past their TTL now are left out.
+func (t *Translator) RestoreState(b []byte) error { return t.RestoreStateAt(b, t.now()) }
+
+// RestoreStateAt is RestoreState judging the TTL at asOf: the time the
+// state was written, when the process that wrote it stopped long ago (see
+// ShiftSeen).
+func (t *Translator) RestoreStateAt(b []byte, asOf time.Time) error {
 	rest, ok := strings.CutPrefix(string(b), stateMagic)
 	if !ok {
 		return ErrBadState
@@ -218,7 +225,7 @@ func (t *Translator) RestoreState(b []byte) error {
 	data := []byte(rest[k:])
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	now := t.now().UnixNano()
+	now := asOf.UnixNano()
 	for ; len(data) > 0; data = data[stateRecSize:] {
 		u := func(i int) uint64 { return binary.LittleEndian.Uint64(data[i*8:]) }
 		id := seriesID{hi: u(0), lo: u(1)}
@@ -244,9 +251,15 @@ func (t *Translator) RestoreState(b []byte) error {
 	return nil
 }
 
-// ResetState forgets every series: their next points are baselines.
-func (t *Translator) ResetState() {
+// ShiftSeen moves the time every series was last seen d later. After a
+// restart, shifting by the time the process was down keeps a series' TTL
+// counting time the exporter ran, not time it was stopped: a collector
+// down for longer than the TTL does not forget its cumulative series (and
+// lose their usage during the outage to a new baseline).
+func (t *Translator) ShiftSeen(d time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	clear(t.series)
+	for _, s := range t.series {
+		s.seen += int64(d)
+	}
 }
