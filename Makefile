@@ -18,7 +18,7 @@ COMPONENT_SOURCES := $(filter-out %_test.go,$(wildcard *.go)) \
 	$(shell find record translator exporter internal/metadata -name '*.go' -not -name '*_test.go') \
 	go.mod go.sum builder-config.yaml
 
-.PHONY: all build test unit e2e page-check lint generate demo clean
+.PHONY: all build test unit e2e bench-collector page-check lint generate demo clean
 
 all: lint test
 
@@ -52,6 +52,11 @@ unit:
 e2e: $(COLLECTOR) $(TELEMETRYGEN) $(USAGE_APP)
 	COLLECTOR_BIN=$(COLLECTOR) TELEMETRYGEN_BIN=$(TELEMETRYGEN) USAGE_APP_BIN=$(USAGE_APP) \
 	  $(GO) test -race -count=1 -timeout 20m -tags e2e -v ./e2e/...
+
+# bench-collector: collector CPU per million points, cloudzero vs debug
+# exporter, same input, same run (e2e/bench_test.go). Not part of `make test`.
+bench-collector: $(COLLECTOR)
+	COLLECTOR_BIN=$(COLLECTOR) $(GO) test -tags e2e -run '^$$' -bench BenchmarkCollectorCPU -benchtime 1x -count 3 ./e2e/...
 
 page-check:
 	bash scripts/emulator-screenshot.sh

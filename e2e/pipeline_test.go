@@ -41,7 +41,7 @@ func bin(t *testing.T, env string) string {
 	return p
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -82,6 +82,7 @@ exporters:
       - {name: app-requests, metrics: [app.requests], element_name: customer.id, filter: {"custom:feature": feature}}
       - {name: app-request-count, metrics: [app.request.duration], element_name: customer.id, filter: {"custom:feature": feature}, value: count}
       - {name: app-session-seconds, metrics: [app.active_sessions], element_name: customer.id, value: integral}
+      - {name: lg-requests, metrics: [lg.requests], element_name: customer.id, filter: {"custom:feature": feature}}
 {{- range .Settings}}
     {{.}}
 {{- end}}

@@ -135,10 +135,10 @@ func benchConsume(b *testing.B, cumulative bool, consume func(*translator.Transl
 	translatortest.ReportPerPoint(b)
 }
 
-// keysMetrics returns calls exports of per points each, every point a new
-// record key (customer i, one of 5 features), as a fleet of customers does
-// in one hour.
-func keysMetrics(call, per int, ts time.Time) pmetric.Metrics {
+// keysMetrics returns export number call of per points, point i carrying
+// 1+i%7 units for key i mod keys (customer i/5, one of 5 features; keys 0
+// means every point a new key), as internal/loadgen sends them.
+func keysMetrics(call, per, keys int, ts time.Time) pmetric.Metrics {
 	md := pmetric.NewMetrics()
 	m := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
 	m.SetName("m")
@@ -148,11 +148,15 @@ func keysMetrics(call, per int, ts time.Time) pmetric.Metrics {
 	dps := s.DataPoints()
 	dps.EnsureCapacity(per)
 	for i := call * per; i < (call+1)*per; i++ {
+		k := i
+		if keys > 0 {
+			k = i % keys
+		}
 		dp := dps.AppendEmpty()
 		dp.SetTimestamp(pcommon.NewTimestampFromTime(ts))
 		dp.SetIntValue(int64(1 + i%7))
-		dp.Attributes().PutStr("customer.id", fmt.Sprintf("customer-%07d", i/5))
-		dp.Attributes().PutStr("feature", fmt.Sprintf("feature-%d", i%5))
+		dp.Attributes().PutStr("customer.id", fmt.Sprintf("customer-%07d", k/5))
+		dp.Attributes().PutStr("feature", fmt.Sprintf("feature-%d", k%5))
 	}
 	return md
 }
@@ -201,7 +205,7 @@ func ledgerFootprint(b *testing.B, keys int, disk bool) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	for call := range keys / per {
-		if _, err := d.Consume(context.Background(), keysMetrics(call, per, ts)); err != nil {
+		if _, err := d.Consume(context.Background(), keysMetrics(call, per, 0, ts)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -232,4 +236,37 @@ func ledgerFootprint(b *testing.B, keys int, disk bool) {
 		b.ReportMetric(float64(d.journal.h.snapBytes)/float64(keys), "snapshot-B/key")
 	}
 	runtime.KeepAlive(d)
+}
+
+// BenchmarkConsumeFleet is the collector benchmark's load (internal/loadgen,
+// e2e BenchmarkCollectorCPU) without the collector: exports of 1,000 delta
+// points cycling through 5,000 keys, so that each export holds a fifth of
+// the keys.
+func BenchmarkConsumeFleet(b *testing.B) {
+	ts := time.Now().Add(-time.Minute)
+	const per, keys = 1000, 5000
+	exports := make([]pmetric.Metrics, keys/per)
+	for i := range exports {
+		exports[i] = keysMetrics(i, per, keys, ts)
+	}
+	d, err := NewDelivery(DeliveryConfig{
+		Translator: translator.Settings{Streams: []translator.Stream{{Name: "s", Metrics: []string{"m"}, Granularity: record.Hourly,
+			ElementName: "customer.id", Filter: map[string]string{"custom:feature": "feature"}}}},
+		DryRun: io.Discard, FlushInterval: 24 * time.Hour,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = d.Shutdown(context.Background()) }()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := d.Consume(context.Background(), exports[i%len(exports)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*per), "ns/point")
 }

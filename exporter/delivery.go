@@ -246,21 +246,18 @@ func (d *Delivery) Consume(ctx context.Context, md pmetric.Metrics) (translator.
 		return translator.Stats{}, ErrNotStarted // the stored journal is not read yet: appending would overwrite it
 	}
 	tx := d.tr.Begin(md)
-	set := tx.Records()
 	now := d.now().UnixNano()
 	l, s := d.ledger, &d.scratch
 	s.adds, s.undo, s.binds = s.adds[:0], s.undo[:0], s.binds[:0]
 
 	newKeys := 0
-	for _, stream := range set.Streams() {
-		for k, v := range set.Records(stream) {
-			id, ok := l.lookup(stream, k)
-			if !ok {
-				id = noID
-				newKeys++
-			}
-			s.adds = append(s.adds, pendingAdd{stream: stream, key: k, value: v, id: id})
+	for _, o := range tx.Outputs() {
+		id, ok := l.lookup(o.Stream, o.Key)
+		if !ok {
+			id = noID
+			newKeys++
 		}
+		s.adds = append(s.adds, pendingAdd{stream: o.Stream, key: o.Key, value: o.Value, id: id})
 	}
 	if l.live+newKeys > d.cfg.MaxKeys {
 		tx.Rollback()

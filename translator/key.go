@@ -229,6 +229,33 @@ func (t *Translator) add(v float64) {
 	e.v += v
 }
 
+// Bounds of the aggregation entries kept between calls: a key not seen for
+// aggIdleCalls calls is forgotten (checked every aggIdleCalls calls), and
+// past maxAggEntries every key not seen in this call is. Exports often
+// carry a part of the keys each (a fleet of clients, each exporting its
+// own), so a key must survive a few calls without it to be reused.
+const (
+	aggIdleCalls  = 16
+	maxAggEntries = 1 << 18
+)
+
+func (t *Translator) evictAgg() {
+	switch {
+	case len(t.agg) > maxAggEntries:
+		for k, e := range t.agg {
+			if e.epoch != t.epoch {
+				delete(t.agg, k)
+			}
+		}
+	case t.epoch%aggIdleCalls == 0:
+		for k, e := range t.agg {
+			if t.epoch-e.epoch >= aggIdleCalls {
+				delete(t.agg, k)
+			}
+		}
+	}
+}
+
 // decode fills s's filter values from a raw key and returns the record.
 func (t *Translator) decode(k string) (*stream, record.Record) {
 	s := t.streams[int(k[0])<<8|int(k[1])]
@@ -272,11 +299,18 @@ func readStr(s string) (string, string) {
 // the point and 15 digits. Formatting is the hot path's costliest step.
 func plainFits(v float64) bool { return v >= 1e-6 && v < 1e9 }
 
+// Output is one record of a translation: distinct (Stream, Key) within it.
+type Output struct {
+	Stream string
+	Key    record.Key
+	Value  float64
+}
+
 // flush encodes the records aggregated in this call into a Set, dropping
 // those CloudZero would reject, then forgets entries idle for a call when
 // they outnumber the active ones.
-func (t *Translator) flush(st *Stats) *record.Set {
-	set := record.NewSet()
+func (t *Translator) flush(st *Stats) []Output {
+	out := t.out[:0]
 	var buf [32]byte
 	for _, e := range t.touched {
 		switch v := e.v; {
@@ -296,18 +330,13 @@ func (t *Translator) flush(st *Stats) *record.Set {
 				}
 				e.key = record.Key(t.jsonBuf)
 			}
-			set.Add(t.streams[int(e.raw[0])<<8|int(e.raw[1])].Name, e.key, v)
+			out = append(out, Output{Stream: t.streams[int(e.raw[0])<<8|int(e.raw[1])].Name, Key: e.key, Value: v})
 		}
 	}
-	if len(t.agg) > 2*len(t.touched)+1024 {
-		for k, e := range t.agg {
-			if e.epoch != t.epoch {
-				delete(t.agg, k)
-			}
-		}
-	}
+	t.evictAgg()
 	clear(t.touched)
 	t.touched = t.touched[:0]
 	t.epoch++
-	return set
+	t.out = out
+	return out
 }

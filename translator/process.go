@@ -138,7 +138,7 @@ func (t *Translator) translate(md pmetric.Metrics, tx *Tx) {
 			}
 		}
 	}
-	tx.set = t.flush(&tx.stats)
+	tx.out = t.flush(&tx.stats)
 	tx.stats.Series = len(t.series)
 }
 

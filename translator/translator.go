@@ -123,6 +123,7 @@ type Translator struct {
 	plans             []plan
 	agg               map[string]*aggEntry // by raw key
 	touched           []*aggEntry          // entries added to in this call
+	out               []Output             // this call's records, reused by the next
 	epoch             uint64
 	keyBuf, jsonBuf   []byte
 	undoBuf           []undoEntry // reused by each Tx

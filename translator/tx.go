@@ -16,6 +16,7 @@ import (
 // Translator stays locked from Begin until Commit or Rollback.
 type Tx struct {
 	t     *Translator
+	out   []Output // valid until Commit or Rollback
 	set   *record.Set
 	stats Stats
 	undo  []undoEntry
@@ -40,7 +41,19 @@ func (t *Translator) Begin(md pmetric.Metrics) *Tx {
 }
 
 // Records returns the records of the translation.
-func (tx *Tx) Records() *record.Set { return tx.set }
+func (tx *Tx) Records() *record.Set {
+	if tx.set == nil {
+		tx.set = record.NewSet()
+		for _, o := range tx.out {
+			tx.set.Add(o.Stream, o.Key, o.Value)
+		}
+	}
+	return tx.set
+}
+
+// Outputs returns the records of the translation, each (stream, key) once,
+// without building a Set; the slice is reused after Commit or Rollback.
+func (tx *Tx) Outputs() []Output { return tx.out }
 
 // Changes encodes the series this translation changed, in the RestoreState
 // format (deleted series as tombstones), or returns nil when none changed: a
