@@ -222,7 +222,8 @@ type pendingAdd struct {
 	stream string
 	key    record.Key
 	value  float64
-	id     uint32 // noID until bound
+	id     uint32  // noID until bound
+	ref    *uint64 // the translator's word for this key: id+1
 }
 
 type undoAdd struct {
@@ -252,12 +253,16 @@ func (d *Delivery) Consume(ctx context.Context, md pmetric.Metrics) (translator.
 
 	newKeys := 0
 	for _, o := range tx.Outputs() {
-		id, ok := l.lookup(o.Stream, o.Key)
+		id, ok := l.cached(o)
 		if !ok {
-			id = noID
-			newKeys++
+			if id, ok = l.lookup(o.Stream, o.Key); ok {
+				*o.Ref = uint64(id) + 1
+			} else {
+				id = noID
+				newKeys++
+			}
 		}
-		s.adds = append(s.adds, pendingAdd{stream: o.Stream, key: o.Key, value: o.Value, id: id})
+		s.adds = append(s.adds, pendingAdd{stream: o.Stream, key: o.Key, value: o.Value, id: id, ref: o.Ref})
 	}
 	if l.live+newKeys > d.cfg.MaxKeys {
 		tx.Rollback()
@@ -273,6 +278,7 @@ func (d *Delivery) Consume(ctx context.Context, md pmetric.Metrics) (translator.
 				return translator.Stats{}, err
 			}
 			a.id = id
+			*a.ref = uint64(id) + 1
 			s.binds = append(s.binds, id)
 		} else {
 			e := &l.entries[a.id]

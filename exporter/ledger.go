@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"github.com/cloudzero-otel/cloudzeroexporter/record"
+	"github.com/cloudzero-otel/cloudzeroexporter/translator"
 )
 
 // entryState is where a ledger entry is in its delivery.
@@ -76,6 +77,19 @@ func (l *ledger) lookup(stream string, key record.Key) (uint32, bool) {
 	}
 	id, ok := l.index[sid][key]
 	return id, ok
+}
+
+// cached returns the entry id the translator keeps with o (Output.Ref),
+// if it still holds o's key: a key seen again needs no map lookup. The
+// comparisons are of the same strings, so they cost no more than a
+// pointer check.
+func (l *ledger) cached(o translator.Output) (uint32, bool) {
+	r := *o.Ref
+	if r == 0 || r > uint64(len(l.entries)) {
+		return 0, false
+	}
+	e := &l.entries[r-1]
+	return uint32(r - 1), e.live && e.key == o.Key && l.streams[e.stream] == o.Stream
 }
 
 // bind creates the entry for (stream, key) under id, or under a new id when

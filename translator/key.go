@@ -213,6 +213,7 @@ type aggEntry struct {
 	v     float64
 	epoch uint64     // call that last touched it
 	key   record.Key // JSON key, encoded on first flush
+	ref   uint64     // the caller's, through Output.Ref
 }
 
 // add adds v to the record under t.keyBuf.
@@ -304,6 +305,11 @@ type Output struct {
 	Stream string
 	Key    record.Key
 	Value  float64
+	// Ref is a word the translator keeps with the key for its caller, from
+	// call to call while the key is in use (it starts at 0, and is 0 again
+	// after the key was idle): the delivery core caches its ledger entry
+	// there, so a key seen again needs no lookup.
+	Ref *uint64
 }
 
 // flush encodes the records aggregated in this call into a Set, dropping
@@ -330,7 +336,7 @@ func (t *Translator) flush(st *Stats) []Output {
 				}
 				e.key = record.Key(t.jsonBuf)
 			}
-			out = append(out, Output{Stream: t.streams[int(e.raw[0])<<8|int(e.raw[1])].Name, Key: e.key, Value: v})
+			out = append(out, Output{Stream: t.streams[int(e.raw[0])<<8|int(e.raw[1])].Name, Key: e.key, Value: v, Ref: &e.ref})
 		}
 	}
 	t.evictAgg()
