@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/config/confighttp"
@@ -188,8 +189,11 @@ func (cfg *Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	if cfg.APIKey == "" {
+	switch key := strings.TrimSpace(string(cfg.APIKey)); {
+	case key == "":
 		add("api_key: must be set (e.g. api_key: ${env:CLOUDZERO_API_KEY})")
+	case strings.ContainsFunc(key, unicode.IsSpace):
+		add("api_key: contains whitespace inside the key; check the value or the file it is read from (the key is not shown)")
 	}
 	if u, err := url.Parse(cfg.ClientConfig.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add("endpoint: %q is not an http(s) URL", cfg.ClientConfig.Endpoint)

@@ -135,7 +135,8 @@ func (e *cloudzeroExporter) start(ctx context.Context, host component.Host) erro
 		if err != nil {
 			return err
 		}
-		dcfg.Client = czexporter.NewClient(httpClient, cfg.ClientConfig.Endpoint, string(cfg.APIKey))
+		// A key read from a file often ends with a newline: it is not part of the key.
+		dcfg.Client = czexporter.NewClient(httpClient, cfg.ClientConfig.Endpoint, strings.TrimSpace(string(cfg.APIKey)))
 	}
 	if cfg.Storage != nil {
 		client, err := storageClient(ctx, host, *cfg.Storage, e.set.ID)

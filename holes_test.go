@@ -137,3 +137,24 @@ func TestHoleOneRefusedRecordCostsOnlyItself(t *testing.T) {
 	l := em.Ledger()
 	assert.Equal(t, fmt.Sprint(want), streamTotal(l, "requests"), "only the oversized record is lost; requests %v", l.RequestsByStatus)
 }
+
+// Translator edges, item 5: a key read with a trailing newline (from
+// ${file:...}) failed every request, forever, as a retryable transport
+// error. Surrounding whitespace is not part of the key; whitespace inside
+// it is refused at validation, without showing the key.
+func TestAPIKeyWhitespace(t *testing.T) {
+	em := startEmulator(t)
+	cfg := defaultConfig(em.URL)
+	cfg.APIKey = testAPIKey + "\n"
+	consume, stop := startDefault(t, cfg)
+	require.NoError(t, consume(deltaPoints(time.Now().Add(-time.Minute), map[string]int64{"a": 3})))
+	stop()
+	assert.Equal(t, "3", streamTotal(em.Ledger(), "requests"))
+
+	cfg.APIKey = "abc def-secret"
+	err := cfg.Validate()
+	require.ErrorContains(t, err, "api_key: contains whitespace")
+	assert.NotContains(t, err.Error(), "secret")
+	cfg.APIKey = " \n"
+	assert.ErrorContains(t, cfg.Validate(), "api_key: must be set")
+}

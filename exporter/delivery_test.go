@@ -600,3 +600,27 @@ func TestDowntimeLongerThanTheSeriesTTL(t *testing.T) {
 	shutdownNow(t, d)
 	assert.Equal(t, "50", total(em.Ledger(), "s"), "100 -> 150: +10 before the outage, +40 counted after it")
 }
+
+// A key whose bucket has not started yet (a point from a clock running
+// ahead, just after an hour boundary) is sent only once the bucket started:
+// CloudZero refuses timestamps in the future.
+func TestBucketNotStartedIsNotSent(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now().UTC().Truncate(time.Hour).Add(-30 * time.Second) // 30 s before an hour
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	em := startEm(t, emulator.Config{Now: clock})
+	d := testDelivery(t, em, func(c *DeliveryConfig) { c.Now, c.Translator.Now, c.FlushInterval = clock, clock, time.Hour })
+	ctx := context.Background()
+	next := now.Add(30 * time.Second)
+	_, err := d.Consume(ctx, deltas(next.Add(10*time.Second), map[string]float64{"a": 2})) // 40 s ahead
+	require.NoError(t, err)
+	require.NoError(t, d.Flush(ctx))
+	l := em.Ledger()
+	assert.Zero(t, l.RequestsByStatus["400"]+l.RequestsByStatus["200"], "nothing sent before the bucket starts")
+	mu.Lock()
+	now = next.Add(time.Second)
+	mu.Unlock()
+	require.NoError(t, d.Flush(ctx))
+	shutdownNow(t, d)
+	assert.Equal(t, "2", total(em.Ledger(), "s"))
+}

@@ -151,12 +151,13 @@ func (d *Delivery) final(deadline time.Time) error {
 	}
 }
 
-// sendable reports whether the ledger holds anything to send.
+// sendable reports whether the ledger holds anything to send now.
 func (d *Delivery) sendable() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	now := d.now().UnixNano()
 	for i := range d.ledger.entries {
-		if d.ledger.sendable(&d.ledger.entries[i]) {
+		if e := &d.ledger.entries[i]; d.ledger.sendable(e) && e.started(now) {
 			return true
 		}
 	}
@@ -233,7 +234,7 @@ func (d *Delivery) selectDue(sel selection, now int64) []batch {
 		if !closed && e.bucketEnd-now <= int64(time.Hour) && e.bucketEnd-now > 0 {
 			hourlyOpen++ // approximately: keys of buckets ending within the hour
 		}
-		if !l.sendable(e) {
+		if !l.sendable(e) || !e.started(now) {
 			continue
 		}
 		switch {

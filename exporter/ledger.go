@@ -1,6 +1,8 @@
 package exporter
 
 import (
+	"time"
+
 	"github.com/cloudzero-otel/cloudzeroexporter/record"
 	"github.com/cloudzero-otel/cloudzeroexporter/translator"
 )
@@ -37,6 +39,18 @@ type entry struct {
 	stream      uint16
 	state       entryState
 	live        bool
+	daily       bool // the bucket is a UTC day (else an hour)
+}
+
+// started reports whether e's bucket has started at now: a point stamped
+// by a clock running ahead may open a bucket CloudZero would refuse as
+// being in the future.
+func (e *entry) started(now int64) bool {
+	length := int64(time.Hour)
+	if e.daily {
+		length = int64(24 * time.Hour)
+	}
+	return e.bucketEnd-length <= now
 }
 
 // ledger holds one entry per record key: what was counted, what is in
@@ -118,7 +132,7 @@ func (l *ledger) bind(id uint32, stream string, key record.Key) (uint32, error) 
 	if l.entries[id].live {
 		l.forget(id)
 	}
-	l.entries[id] = entry{key: key, stream: sid, bucketEnd: start.Add(g.Duration()).UnixNano(), live: true}
+	l.entries[id] = entry{key: key, stream: sid, bucketEnd: start.Add(g.Duration()).UnixNano(), live: true, daily: g == record.Daily}
 	l.index[sid][key] = id
 	l.live++
 	return id, nil

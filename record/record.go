@@ -111,8 +111,11 @@ var (
 type Key string
 
 // MaxValueChars is the longest value the exporter sends, as a plain decimal
-// without exponent; a value needing more is out of range.
-const MaxValueChars = 24
+// without exponent, rounded to the 15 significant digits CloudZero keeps:
+// values from 1e64 up, and values below about 1e-48 whose digits would not
+// fit, are out of range. No meter reports usage near either end, and the
+// bound lets a record's size be known before its value (MaxEncodedBytes).
+const MaxValueChars = 64
 
 // maxValueBytes bounds the encoded value and closing brace `"123.456"}`.
 const maxValueBytes = 2 + MaxValueChars + 1

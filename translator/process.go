@@ -281,12 +281,21 @@ func (c *callCtx) point(p point) {
 		c.dropAll(DropNoRecordedValue, &p)
 		return
 	}
-	if !closing && (!finite(p.v) || (p.hasSum && !finite(p.sum))) {
+	if !closing && !finite(p.v) {
 		c.dropAll(DropNonFinite, &p)
 		return
 	}
-	// Future points leave the state alone: the next point covers their usage.
-	if p.ts > c.now+t.skew || trunc(p.ts, c.finest) > c.now {
+	// A distribution's non-finite sum costs only the sum streams this
+	// point; the series takes its next finite sum as the sum's baseline.
+	sumNonFinite := p.hasSum && !finite(p.sum)
+	if sumNonFinite {
+		p.hasSum, p.sum = false, 0
+	}
+	// Future points leave the state alone: the next point covers their
+	// usage. A point within the skew whose bucket has not started yet (a
+	// clock running ahead, just after a boundary) goes to that bucket,
+	// which the delivery core sends only once it has started.
+	if p.ts > c.now+t.skew {
 		c.dropAll(DropFutureTimestamp, &p)
 		return
 	}
@@ -304,6 +313,9 @@ func (c *callCtx) point(p point) {
 			continue
 		case pl.calc == calcInvalid:
 			st.drop(pl.reason, 0)
+			continue
+		case pl.useSum && sumNonFinite:
+			st.drop(DropNonFinite, 0)
 			continue
 		case pl.useSum && !p.hasSum:
 			st.drop(DropMissingSum, 0)
@@ -392,10 +404,10 @@ func (c *callCtx) advance(p *point, closing bool) stateResult {
 	case s == nil || expired:
 		sr := stateResult{baseline: true}
 		// A series that started after the exporter counts from its start,
-		// unless it started more than a TTL ago: then it may be a series
-		// that was tracked, went quiet and was forgotten, whose usage was
-		// already counted.
-		if c.kind != kindLevel && p.start != 0 && p.start < p.ts && p.start > t.start && p.start >= c.now-t.ttl {
+		// unless it started more than a TTL ago (less the skew its clock
+		// may run ahead by): then it may be a series that was tracked,
+		// went quiet and was forgotten, whose usage was already counted.
+		if c.kind != kindLevel && p.start != 0 && p.start < p.ts && p.start > t.start && p.start > c.now-t.ttl+t.skew {
 			sr = stateResult{d1: p.v, d2: p.sum}
 		}
 		if s == nil {

@@ -286,6 +286,6 @@ func compile(cfg Stream, idx int) (*stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	st.overhead = len(k) + len(`"123456789012345678901234"}`)
+	st.overhead = len(k) + len(`""}`) + record.MaxValueChars
 	return st, nil
 }

@@ -191,12 +191,12 @@ func TestSemantics(t *testing.T) {
 		},
 		"value too large for a plain decimal": {
 			streams: []translator.Stream{h("s", "", "m")},
-			md:      metrics("m", deltaSum, pt{ts: at(1), v: 1e30}),
+			md:      metrics("m", deltaSum, pt{ts: at(1), v: 1e70}),
 			dropped: map[translator.DropReason]int{translator.DropValueOutOfRange: 1},
 		},
 		"value too small for a plain decimal": {
 			streams: []translator.Stream{h("s", "", "m")},
-			md:      metrics("m", deltaSum, pt{ts: at(1), v: 1e-30}),
+			md:      metrics("m", deltaSum, pt{ts: at(1), v: 1.0 / 3 * 1e-50}),
 			dropped: map[translator.DropReason]int{translator.DropValueOutOfRange: 1},
 		},
 		"sum overflowing to +Inf": {
