@@ -242,7 +242,10 @@ func TestJournalReplaysExactly(t *testing.T) {
 	compactMinBytes = 2000 // compact often
 	em := startEm(t, emulator.Config{})
 	store := newMemStorage()
-	d := testDelivery(t, em, func(c *DeliveryConfig) { c.Storage = store; c.FlushInterval = time.Hour })
+	d := testDelivery(t, em, func(c *DeliveryConfig) {
+		c.Storage, c.FlushInterval = store, time.Hour
+		c.Translator.Streams = append(c.Translator.Streams, netStream)
+	})
 	rng := rand.New(rand.NewPCG(1, 2))
 	ctx := context.Background()
 	for step := range 300 {
@@ -256,7 +259,14 @@ func TestJournalReplaysExactly(t *testing.T) {
 			if at.After(time.Now()) {
 				at = recent
 			}
-			_, err := d.Consume(ctx, deltas(at, values))
+			md := deltas(at, values)
+			if rng.IntN(3) == 0 { // negative contributions net in the ledger, or are discarded at close
+				for k := range values {
+					values[k] -= 100
+				}
+				md = updown(at, values)
+			}
+			_, err := d.Consume(ctx, md)
 			require.NoError(t, err)
 		case r < 9:
 			if rng.IntN(3) == 0 {
@@ -265,6 +275,9 @@ func TestJournalReplaysExactly(t *testing.T) {
 			_ = d.round(ctx, selection{all: true}, time.Now().UnixNano())
 		default:
 			d.compact(ctx)
+		}
+		if step%7 == 0 {
+			_ = d.round(ctx, selection{closing: true}, time.Now().UnixNano()) // discards closed non-positive keys
 		}
 		d.mu.Lock() // a restore forgets what a round would prune: do the same live
 		d.ledger.prune(time.Now().UnixNano(), int64(SettleDelay), int64(d.cfg.Translator.MaxAge))
@@ -275,10 +288,13 @@ func TestJournalReplaysExactly(t *testing.T) {
 	shutdownNow(t, d)
 }
 
+// netStream sums an up-down counter, whose negative contributions net.
+var netStream = translator.Stream{Name: "net", Metrics: []string{"u"}, Granularity: record.Hourly, ElementName: "customer.id", Value: translator.ValueSum}
+
 func restoreFrom(t *testing.T, em *emulator.Instance, s *memStorage) *Delivery {
 	t.Helper()
 	r, err := NewDelivery(DeliveryConfig{
-		Translator: translator.Settings{Streams: []translator.Stream{{Name: "s", Metrics: []string{"m"}, Granularity: record.Hourly, ElementName: "customer.id"}}},
+		Translator: translator.Settings{Streams: []translator.Stream{{Name: "s", Metrics: []string{"m"}, Granularity: record.Hourly, ElementName: "customer.id"}, netStream}},
 		Client:     NewClient(nil, em.URL, testKey), Storage: s,
 	})
 	require.NoError(t, err)
@@ -623,4 +639,54 @@ func TestBucketNotStartedIsNotSent(t *testing.T) {
 	require.NoError(t, d.Flush(ctx))
 	shutdownNow(t, d)
 	assert.Equal(t, "2", total(em.Ledger(), "s"))
+}
+
+// updown builds one delta up-down counter point of metric "u" per element.
+func updown(ts time.Time, values map[string]float64) pmetric.Metrics {
+	md := deltas(ts, values)
+	m := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0)
+	m.SetName("u")
+	m.Sum().SetIsMonotonic(false)
+	return md
+}
+
+// Translator edges, item 3: with value: sum on an up-down counter, +5 and -3
+// net to 2 whether they come in one export or two: netting happens per key
+// and bucket in the ledger, before anything is sent. A key whose bucket
+// closes with a net that is not > 0 is dropped (non_positive) with its units.
+func TestNegativeContributionsNetPerKeyAndBucket(t *testing.T) {
+	em := startEm(t, emulator.Config{})
+	var mu sync.Mutex
+	now := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour).Add(20 * time.Minute)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	var dropped int
+	var droppedUnits float64
+	d := testDelivery(t, em, func(c *DeliveryConfig) {
+		c.Now, c.Translator.Now, c.FlushInterval = clock, clock, time.Hour
+		c.Translator.Streams = []translator.Stream{{Name: "s", Metrics: []string{"u"}, Granularity: record.Hourly, ElementName: "customer.id", Value: translator.ValueSum}}
+		c.Observer.Dropped = func(_ context.Context, _, reason string, n int, units float64) {
+			assert.Equal(t, "non_positive", reason)
+			dropped, droppedUnits = dropped+n, droppedUnits+units
+		}
+	})
+	ctx := context.Background()
+	at := now.Add(-10 * time.Minute)
+	for _, md := range []pmetric.Metrics{
+		updown(at, map[string]float64{"one-export": 5}), // +5 -3 in two exports
+		updown(at, map[string]float64{"one-export": -3, "net-negative": 2}),
+		updown(at, map[string]float64{"net-negative": -5}),
+	} {
+		_, err := d.Consume(ctx, md)
+		require.NoError(t, err)
+	}
+	mu.Lock()
+	now = now.Add(time.Hour) // the bucket closed
+	mu.Unlock()
+	require.NoError(t, d.round(ctx, selection{closing: true}, clock().UnixNano()))
+	shutdownNow(t, d)
+	l := em.Ledger()
+	assert.Equal(t, "2", total(l, "s"), "+5 -3 = 2; the net-negative key is not sent")
+	assert.Equal(t, 1, dropped)
+	assert.Equal(t, 3.0, droppedUnits)
+	assert.Zero(t, l.RequestsByStatus["400"])
 }

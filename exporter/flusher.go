@@ -175,8 +175,8 @@ type batch struct {
 func (d *Delivery) round(ctx context.Context, sel selection, now int64) error {
 	d.mu.Lock()
 	if !sel.all {
-		retention := int64(d.cfg.Translator.MaxAge)
-		d.ledger.prune(now, int64(SettleDelay), retention)
+		d.discardNonPositive(ctx, now)
+		d.ledger.prune(now, int64(SettleDelay), int64(d.cfg.Translator.MaxAge))
 	}
 	batches := d.selectDue(sel, now)
 	streams := slices.Clone(d.ledger.streams)
@@ -215,6 +215,40 @@ func stopsRound(err error) bool {
 		return se.StatusCode == http.StatusTooManyRequests || se.StatusCode == http.StatusServiceUnavailable
 	}
 	return true // transport error, budget, storage
+}
+
+// discardNonPositive drops the keys of closed buckets whose net usage is
+// not > 0, counting them (non_positive) with their units (d.mu held).
+func (d *Delivery) discardNonPositive(ctx context.Context, now int64) {
+	l := d.ledger
+	var es []sendEntry
+	for i := range l.entries {
+		if e := &l.entries[i]; l.discardable(e, now, int64(SettleDelay)) {
+			es = append(es, sendEntry{id: uint32(i), key: e.key, value: l.discard(uint32(i))})
+		}
+	}
+	if len(es) == 0 {
+		return
+	}
+	if d.journal != nil {
+		if err := d.journal.append(ctx, d.idsRecord(recDiscard, 0, es)); err != nil {
+			d.log.Error("Writing to storage failed; after a restart these non-positive records are dropped again", zap.Error(err))
+		}
+	}
+	byStream := map[uint16][]sendEntry{}
+	for _, e := range es {
+		s := l.entries[e.id].stream
+		byStream[s] = append(byStream[s], e)
+	}
+	for s, part := range byStream {
+		units := 0.0
+		for _, e := range part {
+			units -= e.value
+		}
+		d.cfg.Observer.dropped(ctx, l.streams[s], "non_positive", len(part), units)
+		d.drops.log(l.streams[s], "non_positive", len(part), units,
+			errors.New("the net usage of these closed buckets is not > 0 (negative contributions, e.g. value: sum of a gauge); CloudZero takes only values > 0"))
+	}
 }
 
 // selectDue lists the keys sel sends (d.mu held): keys of closed buckets and

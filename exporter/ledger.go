@@ -239,6 +239,28 @@ func (l *ledger) fail(id uint32) {
 	}
 }
 
+// discardable reports whether e holds usage that can never be sent: its
+// bucket has closed, nothing of it is in flight, and what it would send is
+// not > 0 (negative contributions that did not net out with the rest of
+// the bucket; CloudZero takes only values > 0).
+func (l *ledger) discardable(e *entry, now, settle int64) bool {
+	return e.live && e.state != stateInflight && l.unsent(e) && l.sendValue(e) <= 0 && e.bucketEnd+settle <= now
+}
+
+// discard settles entry id without sending, and returns the (non-positive)
+// value dropped. With replace, CloudZero keeps the last total it was sent.
+func (l *ledger) discard(id uint32) float64 {
+	e := &l.entries[id]
+	v := l.sendValue(e)
+	if l.op == OpReplace {
+		e.confirmed = e.value
+	} else {
+		e.value, e.inflight = 0, 0
+	}
+	e.state, e.unsentSince = stateIdle, 0
+	return v
+}
+
 // prune forgets the entries that can no longer change what CloudZero
 // holds. With sum, a key of a closed bucket with nothing unsent: a late
 // point simply starts a new entry, whose value adds up. With replace, a
@@ -289,7 +311,7 @@ func (l *ledger) stats(now int64) LedgerStats {
 			continue
 		}
 		s.UnsentKeys++
-		s.UnsentUnits += l.sendValue(e)
+		s.UnsentUnits += max(l.sendValue(e), 0)
 		if e.unsentSince > 0 && (oldest == 0 || e.unsentSince < oldest) {
 			oldest = e.unsentSince
 		}

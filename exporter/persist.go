@@ -19,6 +19,7 @@ import (
 //	begin    round time, ids: these entries went into a request
 //	confirm  ids: their request was applied (or refused for good)
 //	fail     ids: their request failed; what it carried goes with the next
+//	discard  ids: their closed bucket's net usage was not > 0: dropped unsent
 //
 // Replaying them runs the same ledger operations in the same order as they
 // ran live, so the restored floats are bit for bit the live ones. A begin
@@ -29,6 +30,7 @@ const (
 	recBegin
 	recConfirm
 	recFail
+	recDiscard
 )
 
 // encodeConsume encodes the consume record of the call in d.scratch.
@@ -99,6 +101,10 @@ func (d *Delivery) applyRecord(b []byte) error {
 		}
 	case recFail:
 		if err := d.applyIDs(&dec, l.fail); err != nil {
+			return err
+		}
+	case recDiscard:
+		if err := d.applyIDs(&dec, func(id uint32) { l.discard(id) }); err != nil {
 			return err
 		}
 	default:

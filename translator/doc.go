@@ -45,9 +45,10 @@
 // monotonicity, point attributes and start timestamp; a new start time is a
 // new series. The first point of a series counts in full when its start
 // timestamp is non-zero, before its timestamp, after Settings.StartTime and
-// within SeriesTTL of now (an older series may have been tracked, gone quiet
-// and been forgotten, its usage already counted); otherwise it only sets the
-// baseline. A value below the previous one (for
+// later than now - SeriesTTL + MaxFutureSkew (an older series may have been
+// tracked, gone quiet and been forgotten, its usage already counted; the
+// skew allows for a producer clock running ahead); otherwise it only sets
+// the baseline. A value below the previous one (for
 // distributions: a lower count) is a reset and the new value is the usage
 // since the reset, never a negative delta. A point not later than the
 // series' last point is dropped as out_of_order, which also makes re-sent
@@ -61,11 +62,17 @@
 // contributions.
 //
 // An exact zero contribution is not added, so idle counters do not produce
-// records. After aggregation, records whose value is not > 0 are removed and
-// counted as non_positive, and records whose value does not fit CloudZero's
-// format (non-finite after adding up, or more than 24 characters as a plain
-// decimal, i.e. ≥ 1e24 or below about 1e-22) as value_out_of_range. These two
-// reasons count records; every other reason counts (point, stream) pairs.
+// records. After aggregation, a record whose total is exactly zero is
+// removed and counted as non_positive; a negative total (samples of a gauge
+// or up-down counter with value: sum, an integral of a negative level) is an
+// output like any other: the delivery core nets it per key and bucket with
+// the bucket's other usage, so totals do not depend on how points are split
+// into exports (what is still not > 0 when the bucket closes is dropped
+// there, as non_positive). Records whose value does not fit CloudZero's
+// format (non-finite after adding up, or more than record.MaxValueChars (64)
+// characters as a plain decimal of 15 significant digits: from 1e64 up, or
+// below about 1e-48) are value_out_of_range. These two reasons count
+// records; every other reason counts (point, stream) pairs.
 //
 // # Buckets and time
 //
@@ -73,15 +80,19 @@
 // point's timestamp (for deltas from cumulative points, the later point); the
 // record's timestamp is the bucket start. With now = Settings.Now():
 //
-//   - A point later than now+MaxFutureSkew, or whose bucket (of any stream it
-//     feeds) starts after now, is dropped as future_timestamp and does not
-//     touch series state: a cumulative or integral series then counts that
-//     usage with its next point instead of losing it.
+//   - A point later than now+MaxFutureSkew is dropped as future_timestamp
+//     and does not touch series state: a cumulative or integral series then
+//     counts that usage with its next point instead of losing it. A point
+//     within the skew whose bucket has not started yet (a clock running
+//     ahead, just after a boundary) goes to that bucket; the delivery core
+//     sends a bucket only once it has started.
 //   - A point older than now-MaxAge is dropped as too_old but still updates
 //     series state, so the next point's delta only covers what came after it.
 //     The part of an integral before now-MaxAge is dropped the same way.
-//   - NaN and ±Inf values (of the value, or of a distribution's sum) are
-//     dropped as non_finite and do not touch series state.
+//   - NaN and ±Inf values are dropped as non_finite and do not touch series
+//     state. A distribution whose sum alone is not finite still counts for
+//     count streams; sum streams drop that point (non_finite), and a
+//     cumulative series takes its next finite sum as the sum's baseline.
 //   - Points flagged NoRecordedValue (and number points without a value) are
 //     dropped as no_recorded_value. For a gauge integral the flag (a
 //     Prometheus staleness marker) ends the series: the held level is

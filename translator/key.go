@@ -312,9 +312,11 @@ type Output struct {
 	Ref *uint64
 }
 
-// flush encodes the records aggregated in this call into a Set, dropping
-// those CloudZero would reject, then forgets entries idle for a call when
-// they outnumber the active ones.
+// flush encodes the records aggregated in this call as outputs. A negative
+// total (samples of a gauge or an up-down counter with value: sum) is an
+// output too: the delivery core nets it per key and bucket with the rest
+// of the bucket's usage, so that the total does not depend on how points
+// were split into exports. Zero and out-of-range totals are dropped.
 func (t *Translator) flush(st *Stats) []Output {
 	out := t.out[:0]
 	var buf [32]byte
@@ -322,9 +324,9 @@ func (t *Translator) flush(st *Stats) []Output {
 		switch v := e.v; {
 		case !finite(v):
 			st.drop(DropValueOutOfRange, 0)
-		case v <= 0:
-			st.drop(DropNonPositive, v)
-		case !plainFits(v) && len(record.AppendValue(buf[:0], v)) > record.MaxValueChars:
+		case v == 0:
+			st.drop(DropNonPositive, 0)
+		case !plainFits(math.Abs(v)) && len(record.AppendValue(buf[:0], math.Abs(v))) > record.MaxValueChars:
 			st.drop(DropValueOutOfRange, v)
 		default:
 			if e.key == "" {
