@@ -298,11 +298,17 @@ func compare(want, got expectation) (lost, dup *big.Rat, lines []string) {
 // waitForTotals waits until CloudZero holds at least want everywhere (or
 // the deadline passes) and returns the ledger.
 func (p *pipeline) waitForTotals(want expectation, from time.Time, within time.Duration) emulator.Ledger {
-	deadline := time.Now().Add(within)
+	start := time.Now()
+	deadline := start.Add(within)
 	for {
 		l := p.em.Ledger()
 		lost, _, _ := compare(want, received(p.t, l, from, time.Now()))
-		if lost.Sign() == 0 || time.Now().After(deadline) {
+		if lost.Sign() == 0 {
+			p.t.Logf("CloudZero held every unit sent %s after the load", time.Since(start).Round(100*time.Millisecond))
+			return l
+		}
+		if time.Now().After(deadline) {
+			p.t.Logf("CloudZero still lacked %s units %s after the load", lost.RatString(), within)
 			return l
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -414,9 +420,17 @@ func TestPipelineThrottleStorm(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	want := p.generate(ctx, 300, "200", "6s")
-	l := p.waitForTotals(want, from, 2*time.Minute)
+	// Wait until the storm has met the sends (both kinds of 429, then a
+	// 503), then SIGTERM. Not until CloudZero holds everything: each failed
+	// round grows the backoff towards max_interval (30s), so at 10 failures
+	// in 13 requests the run alone takes minutes to deliver it; the shutdown
+	// flush retries the rest every 250ms.
+	require.Eventually(t, func() bool {
+		l := p.em.Ledger()
+		return l.RequestsByStatus["429"] >= 6 && l.RequestsByStatus["503"] >= 1
+	}, 2*time.Minute, 100*time.Millisecond, "the storm met the sends")
 	p.stopCollector(syscall.SIGTERM)
-	l = p.em.Ledger()
+	l := p.em.Ledger()
 	lost, dup := report(t, "429/503 storm", want, l, from)
 	assert.Positive(t, l.RequestsByStatus["429"])
 	assert.Positive(t, l.RequestsByStatus["503"])

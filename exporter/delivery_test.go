@@ -690,3 +690,28 @@ func TestNegativeContributionsNetPerKeyAndBucket(t *testing.T) {
 	assert.Equal(t, 3.0, droppedUnits)
 	assert.Zero(t, l.RequestsByStatus["400"])
 }
+
+// With storage, the exporter's start is when it first started on that
+// storage: a cumulative series that started while it was down counts in
+// full at its first point after the restart, since nobody counted it.
+func TestSeriesStartedWhileDownCountsInFull(t *testing.T) {
+	em := startEm(t, emulator.Config{})
+	store := newMemStorage()
+	var mu sync.Mutex
+	now := time.Now().Add(-2 * time.Hour)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	withClock := func(c *DeliveryConfig) { c.Storage, c.Now, c.Translator.Now = store, clock, clock }
+	d := testDelivery(t, em, withClock)
+	shutdownNow(t, d)
+
+	downAt := now
+	mu.Lock()
+	now = now.Add(30 * time.Minute) // the restart
+	mu.Unlock()
+	store = store.copy()
+	d = testDelivery(t, em, withClock)
+	_, err := d.Consume(context.Background(), cumulative(downAt.Add(10*time.Minute), now.Add(-time.Second), 40))
+	require.NoError(t, err)
+	shutdownNow(t, d)
+	assert.Equal(t, "40", total(em.Ledger(), "s"))
+}

@@ -20,6 +20,7 @@ import (
 //	confirm  ids: their request was applied (or refused for good)
 //	fail     ids: their request failed; what it carried goes with the next
 //	discard  ids: their closed bucket's net usage was not > 0: dropped unsent
+//	start    the time the exporter first started on this storage
 //
 // Replaying them runs the same ledger operations in the same order as they
 // ran live, so the restored floats are bit for bit the live ones. A begin
@@ -31,6 +32,7 @@ const (
 	recConfirm
 	recFail
 	recDiscard
+	recStart
 )
 
 // encodeConsume encodes the consume record of the call in d.scratch.
@@ -103,6 +105,8 @@ func (d *Delivery) applyRecord(b []byte) error {
 		if err := d.applyIDs(&dec, l.fail); err != nil {
 			return err
 		}
+	case recStart:
+		d.tr.SetStartTime(time.Unix(0, int64(dec.u64())))
 	case recDiscard:
 		if err := d.applyIDs(&dec, func(id uint32) { l.discard(id) }); err != nil {
 			return err
@@ -150,7 +154,7 @@ func (d *Delivery) snapshotLocked() (snapshot, error) {
 	if err != nil {
 		return snapshot{}, err
 	}
-	t = append(appendU64(nil, uint64(d.now().UnixNano())), t...)
+	t = append(appendU64(appendU64(nil, uint64(d.now().UnixNano())), uint64(d.tr.StartTime().UnixNano())), t...)
 	s := snapshot{gen: d.journal.h.gen + 1, translator: t, cut: d.journal.next, logBytesAtCut: d.journal.logBytes}
 	l := d.ledger
 	var chunk []byte // entries of the chunk being built
@@ -185,14 +189,15 @@ func (d *Delivery) snapshotLocked() (snapshot, error) {
 }
 
 // applyTranslatorSnapshot restores the series state of a snapshot: its
-// time, then the state as of that time.
+// time, the exporter's first start, then the state as of that time.
 func (d *Delivery) applyTranslatorSnapshot(b []byte) error {
 	dec := decoder{b: b}
-	at := int64(dec.u64())
+	at, start := int64(dec.u64()), int64(dec.u64())
 	if dec.err != nil {
 		return dec.err
 	}
 	d.lastAlive = max(d.lastAlive, at)
+	d.tr.SetStartTime(time.Unix(0, start))
 	return d.tr.RestoreStateAt(dec.b, time.Unix(0, at))
 }
 
@@ -230,6 +235,10 @@ func (d *Delivery) restore(ctx context.Context) error {
 	records, err := 0, j.open(ctx)
 	if err == nil {
 		records, err = j.restore(ctx, d.applyTranslatorSnapshot, d.applyChunk, d.applyRecord)
+	}
+	if err == nil && j.h.gen == 0 && records == 0 {
+		// A new ledger: remember when the exporter first started on it.
+		err = j.append(ctx, append([]byte{recStart}, appendU64(nil, uint64(d.tr.StartTime().UnixNano()))...))
 	}
 	if err != nil {
 		if errors.Is(err, errCorrupt) || errors.Is(err, translator.ErrBadState) {

@@ -251,6 +251,23 @@ func (t *Translator) RestoreStateAt(b []byte, asOf time.Time) error {
 	return nil
 }
 
+// StartTime is Settings.StartTime: the first cumulative point of a series
+// started later counts in full.
+func (t *Translator) StartTime() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return time.Unix(0, t.start)
+}
+
+// SetStartTime replaces Settings.StartTime, for a caller that restores the
+// time the exporter first started from storage: a series that started
+// while the exporter was down then counts in full at its first point.
+func (t *Translator) SetStartTime(start time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.start = start.UnixNano()
+}
+
 // ShiftSeen moves the time every series was last seen d later. After a
 // restart, shifting by the time the process was down keeps a series' TTL
 // counting time the exporter ran, not time it was stopped: a collector
