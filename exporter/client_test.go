@@ -135,10 +135,10 @@ func TestClientInvalidInput(t *testing.T) {
 
 func TestClientStatus(t *testing.T) {
 	tests := []struct {
-		status                           int
-		retryAfter                       string
-		ok, permanent, notApplied, large bool
-		wantDelay                        time.Duration
+		status               int
+		retryAfter           string
+		ok, permanent, large bool
+		wantDelay            time.Duration
 	}{
 		{status: 200, ok: true},
 		{status: 201, ok: true},
@@ -149,10 +149,10 @@ func TestClientStatus(t *testing.T) {
 		{status: 404, permanent: true},
 		{status: 409, permanent: true},
 		{status: 422, permanent: true},
-		{status: 408, notApplied: true},
+		{status: 408},
 		{status: 413, large: true},
-		{status: 429, notApplied: true},
-		{status: 429, retryAfter: "2", notApplied: true, wantDelay: 2 * time.Second},
+		{status: 429},
+		{status: 429, retryAfter: "2", wantDelay: 2 * time.Second},
 		{status: 503},
 		{status: 503, retryAfter: "Sun, 06 Nov 1994 08:49:37 GMT", wantDelay: 30 * time.Second},
 		{status: 500},
@@ -182,8 +182,8 @@ func TestClientStatus(t *testing.T) {
 			if !errors.As(err, &se) || se.StatusCode != tc.status {
 				t.Fatalf("got %v, want *StatusError %d", err, tc.status)
 			}
-			if IsPermanent(err) != tc.permanent || notApplied(err) != tc.notApplied || errors.Is(err, ErrTooLarge) != tc.large {
-				t.Fatalf("%v: permanent=%v not applied=%v large=%v", err, IsPermanent(err), notApplied(err), errors.Is(err, ErrTooLarge))
+			if IsPermanent(err) != tc.permanent || mayHaveApplied(err) != (tc.status >= 500) || errors.Is(err, ErrTooLarge) != tc.large {
+				t.Fatalf("%v: permanent=%v may have applied=%v large=%v", err, IsPermanent(err), mayHaveApplied(err), errors.Is(err, ErrTooLarge))
 			}
 			if se.RetryAfter != tc.wantDelay || RetryAfter(err) != tc.wantDelay {
 				t.Fatalf("RetryAfter %v, want %v", se.RetryAfter, tc.wantDelay)
@@ -225,7 +225,7 @@ func TestClientTransportErrors(t *testing.T) {
 		srv.Close()
 		err := NewClient(&http.Client{Timeout: 5 * time.Second}, url, testKey).Post(context.Background(), OpSum, "s", nil)
 		var te *TransportError
-		if !errors.As(err, &te) || IsPermanent(err) || notApplied(err) || !mayHaveApplied(err) || te.Timeout() {
+		if !errors.As(err, &te) || IsPermanent(err) || !mayHaveApplied(err) || te.Timeout() {
 			t.Fatalf("got %v", err)
 		}
 		if strings.Contains(err.Error(), url) {

@@ -112,13 +112,16 @@ type Delivery struct {
 	encBuf    []byte
 	accepted  uint64 // requests accepted so far: a failed round that made progress retries soon
 
-	started    bool
-	flushReq   chan chan error
-	compactReq chan struct{}  // Consume asks the flusher to compact the journal
-	stop       chan time.Time // receives the shutdown deadline
-	done       chan struct{}
-	runCtx     context.Context
-	cancel     context.CancelFunc
+	started     bool
+	flushReq    chan chan error
+	compactReq  chan struct{} // asks the compactor for a snapshot
+	compactDone chan struct{} // closed when the compactor stopped
+	stopCompact context.CancelFunc
+	stop        chan time.Time            // receives the shutdown deadline
+	failing     map[uint16]*streamFailure // the flusher's: streams in their own backoff
+	done        chan struct{}
+	runCtx      context.Context
+	cancel      context.CancelFunc
 }
 
 // NewDelivery checks cfg and returns a Delivery; Start restores its state
@@ -171,12 +174,14 @@ func NewDelivery(cfg DeliveryConfig) (*Delivery, error) {
 	}
 	d := &Delivery{
 		cfg: cfg, log: log, now: cfg.Now, tr: tr, drops: dropLog{logger: log, seen: map[dropKey]*dropState{}},
-		chunker:    Chunker{MaxRecords: cfg.MaxRecordsPerRequest},
-		ledger:     newLedger(cfg.Op, cfg.MaxKeys),
-		flushReq:   make(chan chan error),
-		compactReq: make(chan struct{}, 1),
-		stop:       make(chan time.Time, 1),
-		done:       make(chan struct{}),
+		chunker:     Chunker{MaxRecords: cfg.MaxRecordsPerRequest},
+		ledger:      newLedger(cfg.Op, cfg.MaxKeys),
+		flushReq:    make(chan chan error),
+		compactReq:  make(chan struct{}, 1),
+		compactDone: make(chan struct{}),
+		failing:     map[uint16]*streamFailure{},
+		stop:        make(chan time.Time, 1),
+		done:        make(chan struct{}),
 	}
 	if cfg.Storage != nil {
 		d.journal = &journal{client: cfg.Storage}
@@ -207,6 +212,9 @@ func (d *Delivery) Start(ctx context.Context) error {
 	}
 	d.started = true
 	go d.run()
+	cctx, cancel := context.WithCancel(context.Background())
+	d.stopCompact = cancel
+	go d.compactor(cctx)
 	return nil
 }
 
@@ -295,10 +303,7 @@ func (d *Delivery) Consume(ctx context.Context, md pmetric.Metrics) (translator.
 				return translator.Stats{}, fmt.Errorf("storage: %w", err)
 			}
 			if d.journal.wantsCompaction() {
-				select {
-				case d.compactReq <- struct{}{}:
-				default:
-				}
+				d.askCompaction()
 			}
 		}
 	}
@@ -361,6 +366,7 @@ func (d *Delivery) Shutdown(ctx context.Context) error {
 		deadline = dl
 	}
 	if started {
+		d.stopCompact() // between two storage writes: the shutdown flush comes first
 		d.stop <- deadline
 		timer := time.NewTimer(time.Until(deadline))
 		select {
@@ -377,25 +383,36 @@ func (d *Delivery) Shutdown(ctx context.Context) error {
 	d.cancel()
 
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	st := d.ledger.stats(d.now().UnixNano())
-	var errs []error
+	d.mu.Unlock()
 	if d.journal == nil {
 		if st.UnsentKeys > 0 {
 			d.log.Error("Shutting down with records CloudZero has not confirmed; without storage they are lost",
 				zap.Int("records", st.UnsentKeys), zap.Float64("units", st.UnsentUnits))
 			d.cfg.Observer.dropped(context.Background(), "", "shutdown", st.UnsentKeys, st.UnsentUnits)
 		}
-	} else {
-		if st.UnsentKeys > 0 {
-			d.log.Warn("Shutting down with records CloudZero has not confirmed; they stay in storage and are sent at the next start",
-				zap.Int("records", st.UnsentKeys), zap.Float64("units", st.UnsentUnits))
-		}
-		// No snapshot here: the journal is complete, and writing one could
-		// outlast shutdown_timeout.
-		errs = append(errs, d.journal.client.Close(context.Background()))
+		return nil
 	}
-	return errors.Join(errs...)
+	if st.UnsentKeys > 0 {
+		d.log.Warn("Shutting down with records CloudZero has not confirmed; they stay in storage and are sent at the next start",
+			zap.Int("records", st.UnsentKeys), zap.Float64("units", st.UnsentUnits))
+	}
+	// No snapshot here: the journal is complete, and writing one could
+	// outlast shutdown_timeout. A snapshot write under way (it cannot be
+	// cut) closes the storage when it ends; its snapshot never becomes
+	// current.
+	if started {
+		select {
+		case <-d.compactDone:
+		case <-time.After(max(time.Until(deadline), 0)):
+			go func() {
+				<-d.compactDone
+				_ = d.journal.client.Close(context.Background())
+			}()
+			return nil
+		}
+	}
+	return d.journal.client.Close(context.Background())
 }
 
 // Stats describes the ledger now.

@@ -371,27 +371,36 @@ func TestBadRequestIsBisected(t *testing.T) {
 	assert.Less(t, l.RequestsByStatus["400"], int64(30), "two bad records cost a few requests, not one per record")
 }
 
-// When a stream's records are all refused, the bisection gives up after a
-// few refusals with the same answer instead of sending each record alone.
-func TestBisectionGivesUpOnARefusedStream(t *testing.T) {
+// A stream whose records CloudZero refuses one and all is bisected to the
+// last record: every record is dropped (and counted) only once refused
+// alone, at about two requests per record, none of them charged to the
+// daily budget.
+func TestRefusedStreamIsDroppedRecordByRecord(t *testing.T) {
 	var dropped int
-	em2 := startEm(t, emulator.Config{MaxRecordBytes: 50}) // every record is longer
-	d := testDelivery(t, em2, func(c *DeliveryConfig) {
+	em := startEm(t, emulator.Config{MaxRecordBytes: 50}) // every record is longer
+	limiter := NewLimiter(LimiterConfig{RecordsPerDay: 1_000_000})
+	d := testDelivery(t, em, func(c *DeliveryConfig) {
+		c.Limiter = limiter
 		c.Observer.Dropped = func(_ context.Context, _, reason string, n int, _ float64) {
 			assert.Equal(t, "status_400", reason)
 			dropped += n
 		}
 	})
 	values := map[string]float64{}
-	for i := range 1000 {
+	for i := range 300 {
 		values[fmt.Sprintf("c%04d", i)] = 1
 	}
 	_, err := d.Consume(context.Background(), deltas(recent, values))
 	require.NoError(t, err)
+	require.NoError(t, d.Flush(context.Background()))
 	shutdownNow(t, d)
-	l := em2.Ledger()
-	assert.Equal(t, 1000, dropped, "every record dropped, and counted")
-	assert.Less(t, l.RequestsByStatus["400"], int64(100), "not two requests per record: %v", l.RequestsByStatus)
+	l := em.Ledger()
+	assert.Equal(t, 300, dropped, "every record dropped, and counted")
+	// A full bisection, 2n-1 requests, plus one request of what is left each
+	// time it goes on in the next round (every 256 requests).
+	assert.InDelta(t, 2*300, l.RequestsByStatus["400"], 10)
+	left, _ := limiter.BudgetLeft()
+	assert.Equal(t, 1_000_000, left, "refused requests go back to the budget")
 }
 
 // replace on a stream that does not exist yet: sent once with sum (the

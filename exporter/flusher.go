@@ -1,7 +1,6 @@
 package exporter
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"math"
@@ -61,10 +60,6 @@ func (d *Delivery) run() {
 		case r := <-d.flushReq:
 			waiters = append(waiters, r)
 			sel.all, retryAt = true, time.Time{}
-		case <-d.compactReq:
-			timer.Stop()
-			d.compact(d.runCtx)
-			continue
 		case deadline := <-d.stop:
 			timer.Stop()
 			err := d.final(deadline)
@@ -87,7 +82,9 @@ func (d *Delivery) run() {
 			continue
 		}
 		before := d.acceptedCount()
-		if err := d.round(d.runCtx, sel, now.UnixNano()); err != nil {
+		if err := d.round(d.runCtx, sel, now.UnixNano()); errors.Is(err, errBisectionGoesOn) {
+			retryAt = d.now() // at once: nothing failed
+		} else if err != nil {
 			if d.acceptedCount() != before {
 				bo.reset() // CloudZero accepts again: retry the rest soon
 			}
@@ -102,7 +99,30 @@ func (d *Delivery) run() {
 			}
 			waiters = waiters[:0]
 		}
-		d.compact(d.runCtx)
+		d.askCompaction()
+	}
+}
+
+// askCompaction wakes the compactor, if it is not at work already.
+func (d *Delivery) askCompaction() {
+	select {
+	case d.compactReq <- struct{}{}:
+	default:
+	}
+}
+
+// compactor is the goroutine that writes snapshots, apart from the flusher
+// so that a long one never holds up sends or the shutdown flush. It stops
+// (between two storage writes) when shutdown begins.
+func (d *Delivery) compactor(ctx context.Context) {
+	defer close(d.compactDone)
+	for {
+		select {
+		case <-d.compactReq:
+			d.compact(ctx)
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
@@ -130,7 +150,7 @@ func (d *Delivery) final(deadline time.Time) error {
 	defer cancel()
 	for {
 		err := d.round(ctx, selection{all: true}, d.now().UnixNano())
-		if err == nil {
+		if err == nil || errors.Is(err, errBisectionGoesOn) {
 			if !d.sendable() || ctx.Err() != nil {
 				return nil
 			}
@@ -191,18 +211,38 @@ func (d *Delivery) round(ctx context.Context, sel selection, now int64) error {
 		for pos := 0; pos < len(b.ids); {
 			n, err := d.sendChunk(ctx, streams[b.stream], b.ids[pos:], tau)
 			pos += n
-			if err == nil {
+			switch {
+			case err == nil:
+				delete(d.failing, b.stream)
 				continue
-			}
-			if stopsRound(err) || ctx.Err() != nil {
+			case errors.Is(err, errBisectionGoesOn):
+			case stopsRound(err) || ctx.Err() != nil:
 				return err
+			default:
+				// A failure of this stream's requests: the others still go,
+				// and this stream waits for its own backoff.
+				f := d.failing[b.stream]
+				if f == nil {
+					f = &streamFailure{bo: backoff{cfg: d.cfg.Backoff}}
+					d.failing[b.stream] = f
+				}
+				f.until = time.Unix(0, now).Add(f.bo.next(err)).UnixNano()
 			}
-			// A failure of this stream's requests: the others still go.
-			failed = cmp.Or(failed, err)
+			if failed == nil || errors.Is(failed, errBisectionGoesOn) {
+				failed = err
+			}
 			break
 		}
 	}
 	return failed
+}
+
+// streamFailure is the backoff of a stream whose requests fail while the
+// others' succeed: its keys are not sent again before until (except by
+// Flush and Shutdown), so that it does not use up requests meanwhile.
+type streamFailure struct {
+	bo    backoff
+	until int64
 }
 
 // stopsRound reports whether a failure concerns every stream, so that the
@@ -210,6 +250,9 @@ func (d *Delivery) round(ctx context.Context, sel selection, now int64) error {
 // or the daily budget is used up. Other failures (a 500 for one stream's
 // request) stop only that stream's part of the round.
 func stopsRound(err error) bool {
+	if errors.Is(err, errBisectionGoesOn) {
+		return false
+	}
 	var se *StatusError
 	if errors.As(err, &se) {
 		return se.StatusCode == http.StatusTooManyRequests || se.StatusCode == http.StatusServiceUnavailable
@@ -231,7 +274,7 @@ func (d *Delivery) discardNonPositive(ctx context.Context, now int64) {
 		return
 	}
 	if d.journal != nil {
-		if err := d.journal.append(ctx, d.idsRecord(recDiscard, 0, es)); err != nil {
+		if err := d.journal.append(context.WithoutCancel(ctx), d.idsRecord(recDiscard, 0, es)); err != nil {
 			d.log.Error("Writing to storage failed; after a restart these non-positive records are dropped again", zap.Error(err))
 		}
 	}
@@ -270,6 +313,9 @@ func (d *Delivery) selectDue(sel selection, now int64) []batch {
 		}
 		if !l.sendable(e) || !e.started(now) {
 			continue
+		}
+		if f := d.failing[e.stream]; f != nil && !sel.all && now < f.until {
+			continue // the stream waits for its backoff
 		}
 		switch {
 		case sel.all, e.state == stateFailed, closed && (sel.closing || sel.regular):

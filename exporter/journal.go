@@ -150,10 +150,16 @@ func (j *journal) wantsCompaction() bool {
 // chunks. It is not current until makeCurrent.
 func (j *journal) writeSnapshot(ctx context.Context, gen uint64, translatorState []byte, chunks [][]byte) (int64, error) {
 	size := int64(len(translatorState))
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	if err := j.client.Set(ctx, snapKey(gen, "t"), translatorState); err != nil {
 		return 0, err
 	}
 	for i, c := range chunks {
+		if err := ctx.Err(); err != nil {
+			return 0, err // shutting down: the old snapshot stays current
+		}
 		if err := j.client.Set(ctx, snapKey(gen, strconv.Itoa(i)), c); err != nil {
 			return 0, err
 		}
@@ -271,6 +277,13 @@ func (d *decoder) u64() uint64 {
 		return 0
 	}
 	return binary.LittleEndian.Uint64(b)
+}
+
+func (d *decoder) byte1() byte {
+	if b := d.bytes(1); b != nil {
+		return b[0]
+	}
+	return 0
 }
 
 func (d *decoder) f64() float64 { return math.Float64frombits(d.u64()) }

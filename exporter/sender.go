@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"math/rand/v2"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -192,38 +190,29 @@ func (d *Delivery) post(ctx context.Context, op Op, stream string, es []sendEntr
 		d.settle(ctx, stream, op, es, outcomeRefused, err)
 		return nil
 	default:
-		if notApplied(err) {
-			d.cfg.Limiter.Refund(len(es))
-		}
+		d.cfg.Limiter.Refund(len(es)) // the budget counts what CloudZero confirmed
 		d.settle(ctx, stream, op, es, outcomeFailed, err)
 		return err
 	}
 }
 
-// Bisection limits.
-const (
-	// bisectionRequests bounds the requests one refused request may cost in
-	// one round; what is left unresolved is sent again in the next round
-	// (bisecting on), so other streams are not held up.
-	bisectionRequests = 64
-	// bisectionSample: when this many records were refused alone with the
-	// same answer and none accepted, this many more, picked at random from
-	// the rest, are sent alone; if all are refused the same way, the stream
-	// itself is being refused and the rest is dropped with it.
-	bisectionSample = 16
-)
+// bisectionRequests bounds the requests one bisection makes in a round;
+// it goes on in the next round, which comes at once (errBisectionGoesOn),
+// so other streams, Consume and compactions are not held up meanwhile.
+const bisectionRequests = 256
+
+// errBisectionGoesOn: a bisection made its bisectionRequests requests and
+// left records for the next round. Not a failure: no backoff.
+var errBisectionGoesOn = errors.New("cloudzero: a bisection goes on in the next round")
 
 // bisect finds the records CloudZero refuses in es, which it refused whole
 // (400, or 413): es is split in halves, depth first, down to the records
-// refused alone, which are dropped and counted; the rest is delivered.
-//
-// A stream CloudZero refuses entirely (an unknown filter key, a key set or
-// granularity that differs from the stream's) would cost two requests per
-// record: once bisectionSample records were refused alone with the same
-// answer and none accepted, bisectionSample more, picked at random from the
-// rest, are sent alone; when all of them are refused the same way, the rest
-// is dropped too, with the same reason. When any is accepted, bisecting goes
-// on. Refused requests go back to the daily budget.
+// refused alone, which are dropped and counted; every other record is
+// delivered. Nothing is dropped that CloudZero did not refuse alone: a
+// stream CloudZero refuses entirely (an unknown filter key, a key set or
+// granularity that differs from the stream's) costs about two requests per
+// record, which the drop log and the bisected_requests metric show.
+// Refused requests go back to the daily budget.
 func (d *Delivery) bisect(ctx context.Context, op Op, stream string, es []sendEntry, first error) error {
 	if isBadRequest(first) {
 		if f := d.cfg.Observer.Bisected; f != nil {
@@ -232,78 +221,44 @@ func (d *Delivery) bisect(ctx context.Context, op Op, stream string, es []sendEn
 		d.log.Debug("CloudZero refused a request; bisecting it to find the records it refuses",
 			zap.String("stream", stream), zap.Int("records", len(es)), zap.Error(first))
 	}
-	var (
-		stack    = halves(nil, es) // parts still to send; the last is sent next
-		refused  int               // records refused alone
-		accepted int
-		answer   string
-		mixed    bool // the records refused alone did not all get the same answer
-		sampled  bool
-	)
-	alone := func(err error) {
-		a := err.Error()
-		if se := (*StatusError)(nil); errors.As(err, &se) {
-			a = se.Body
+	stack := halves(nil, es) // parts still to send; the last is sent next
+	failRest := func(err error) {
+		if rest := flatten(stack); len(rest) > 0 {
+			d.settle(ctx, stream, op, rest, outcomeFailed, err)
 		}
-		if refused > 0 && a != answer {
-			mixed = true
-		}
-		refused, answer = refused+1, a
 	}
-	for requests := 0; len(stack) > 0; {
+	for requests := 0; len(stack) > 0; requests++ {
 		if requests >= bisectionRequests {
-			rest := flatten(stack)
-			d.log.Info("Bisection of a refused request continues in the next round",
-				zap.String("stream", stream), zap.Int("records_left", len(rest)))
-			d.settle(ctx, stream, op, rest, outcomeFailed, errNotSent)
-			return nil
-		}
-		if !sampled && refused >= bisectionSample && accepted == 0 && !mixed {
-			sampled = true
-			rest := flatten(stack)
-			rand.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
-			n := min(bisectionSample, len(rest))
-			stack = [][]sendEntry{rest[n:]}
-			for i := n - 1; i >= 0; i-- {
-				stack = append(stack, rest[i:i+1])
-			}
-			stack = slices.DeleteFunc(stack, func(p []sendEntry) bool { return len(p) == 0 })
-			continue
-		}
-		if sampled && !mixed && accepted == 0 && refused >= 2*bisectionSample {
-			rest := flatten(stack)
-			d.settle(ctx, stream, op, rest, outcomeRefused, errStreamRefused{answer: answer})
-			return nil
+			failRest(errNotSent)
+			return errBisectionGoesOn
 		}
 		part := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		if err := d.cfg.Limiter.wait(ctx, len(part), false); err != nil {
-			d.settle(ctx, stream, op, append(part, flatten(stack)...), outcomeFailed, err)
+			d.settle(ctx, stream, op, part, outcomeFailed, err)
+			failRest(errNotSent)
 			return err
 		}
 		err := d.request(ctx, op, stream, part)
-		requests++
 		switch {
 		case err == nil:
-			accepted += len(part)
 			d.settle(ctx, stream, op, part, outcomeAccepted, nil)
+		case op == OpReplace && streamMissing(err):
+			// The part's records are fine; the stream does not exist yet.
+			if err := d.post(ctx, OpSum, stream, part); err != nil {
+				failRest(errNotSent)
+				return err
+			}
 		case (isBadRequest(err) || errors.Is(err, ErrTooLarge)) && len(part) > 1:
 			d.cfg.Limiter.Refund(len(part))
 			stack = halves(stack, part)
 		case IsPermanent(err) || errors.Is(err, ErrTooLarge):
 			d.cfg.Limiter.Refund(len(part))
-			if isBadRequest(err) {
-				alone(err)
-			}
 			d.settle(ctx, stream, op, part, outcomeRefused, err)
 		default:
-			if notApplied(err) {
-				d.cfg.Limiter.Refund(len(part))
-			}
+			d.cfg.Limiter.Refund(len(part))
 			d.settle(ctx, stream, op, part, outcomeFailed, err)
-			if rest := flatten(stack); len(rest) > 0 {
-				d.settle(ctx, stream, op, rest, outcomeFailed, errNotSent)
-			}
+			failRest(errNotSent)
 			return err
 		}
 	}
@@ -322,13 +277,6 @@ func flatten(stack [][]sendEntry) []sendEntry {
 		out = append(out, p...)
 	}
 	return out
-}
-
-// errStreamRefused drops the records a bisection gave up on.
-type errStreamRefused struct{ answer string }
-
-func (e errStreamRefused) Error() string {
-	return "cloudzero: CloudZero refuses the stream's records one by one with the same answer; the rest of the request is dropped unsent: " + e.answer
 }
 
 // errNotSent marks records of a split request that were not sent because
@@ -366,7 +314,9 @@ func (d *Delivery) settle(ctx context.Context, stream string, op Op, es []sendEn
 	}
 	var jerr error
 	if d.journal != nil {
-		jerr = d.journal.append(ctx, d.idsRecord(typ, 0, es))
+		// Recorded even when ctx ended (the shutdown deadline): CloudZero
+		// answered, and a lost confirmation would send the records again.
+		jerr = d.journal.append(context.WithoutCancel(ctx), d.idsRecord(typ, 0, es))
 	}
 	d.mu.Unlock()
 	if jerr != nil {
@@ -398,16 +348,6 @@ func mayHaveApplied(err error) bool {
 	}
 	var te *TransportError
 	return errors.As(err, &te)
-}
-
-// notApplied reports whether a failed request certainly changed nothing
-// at CloudZero (so its records go back to the daily budget): 429 and 408
-// refuse the request. A 503 may come after CloudZero applied it, like any
-// 5xx (see mayHaveApplied): it keeps its place in the budget.
-func notApplied(err error) bool {
-	var se *StatusError
-	return errors.As(err, &se) && (se.StatusCode == http.StatusTooManyRequests || se.StatusCode == http.StatusRequestTimeout) ||
-		errors.Is(err, ErrBudgetExhausted) || errors.Is(err, errNotSent)
 }
 
 func isBadRequest(err error) bool {

@@ -139,9 +139,6 @@ func statusClass(err error) string {
 // dropReason names why a permanent failure dropped records.
 func dropReason(err error) string {
 	var se *StatusError
-	if errors.As(err, &errStreamRefused{}) {
-		return "status_400"
-	}
 	if errors.As(err, &se) {
 		return "status_" + strconv.Itoa(se.StatusCode)
 	}

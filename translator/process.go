@@ -119,7 +119,7 @@ func (t *Translator) Translate(md pmetric.Metrics) (*record.Set, Stats) {
 func (t *Translator) translate(md pmetric.Metrics, tx *Tx) {
 	now := t.now().UnixNano()
 	if now-t.lastSweep >= t.sweepEvery {
-		t.sweep(now)
+		t.sweep(now, tx)
 	}
 	c := callCtx{t: t, st: &tx.stats, tx: tx, now: now}
 	rms := md.ResourceMetrics()

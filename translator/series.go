@@ -156,10 +156,13 @@ func appendValue(b []byte, v pcommon.Value) []byte {
 	return b
 }
 
-// sweep forgets series not seen for the TTL.
-func (t *Translator) sweep(now int64) {
+// sweep forgets series not seen for the TTL, as part of tx: the deletions
+// are in its Changes (tombstones), so that a journal of the changes replays
+// them, and Rollback undoes them.
+func (t *Translator) sweep(now int64, tx *Tx) {
 	for id, s := range t.series {
 		if now-s.seen > t.ttl {
+			tx.undo = append(tx.undo, undoEntry{id: id, prev: *s, existed: true})
 			delete(t.series, id)
 		}
 	}
