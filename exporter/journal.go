@@ -43,7 +43,7 @@ type journalHead struct {
 
 const (
 	headKey     = "head"
-	headMagic   = "CZL2" // format 2: snapshots carry their time, the first start and the mode
+	headMagic   = "CZL2"  // format 2: snapshots carry their time, the first start and the mode
 	chunkBytes  = 4 << 20 // bytes per snapshot chunk
 	deleteBatch = 1000    // keys deleted per storage batch
 )
