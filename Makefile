@@ -56,7 +56,7 @@ e2e: $(COLLECTOR) $(TELEMETRYGEN) $(USAGE_APP)
 # bench-collector: collector CPU per million points, cloudzero vs debug
 # exporter, same input, same run (e2e/bench_test.go). Not part of `make test`.
 bench-collector: $(COLLECTOR)
-	COLLECTOR_BIN=$(COLLECTOR) $(GO) test -tags e2e -run '^$$' -bench BenchmarkCollectorCPU -benchtime 1x -count 3 ./e2e/...
+	COLLECTOR_BIN=$(COLLECTOR) $(GO) test -tags e2e -run '^$$' -bench BenchmarkCollectorCPU -benchtime 1x -count 5 ./e2e/...
 
 page-check:
 	bash scripts/emulator-screenshot.sh
