@@ -33,7 +33,8 @@ const apiPath = "/unit-cost/v1/telemetry/allocation/"
 
 // Client posts to CloudZero's allocation telemetry API. It is safe for
 // concurrent use. Each call is one request, all-or-nothing on the server:
-// callers with large batches should chunk them (see Chunker and Sender).
+// callers with large batches should split them (Delivery does: at most
+// 10,000 records and 5 MB per request, one stream each).
 type Client struct {
 	hc     *http.Client
 	base   string

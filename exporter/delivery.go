@@ -21,9 +21,9 @@ const (
 	DefaultFlushInterval   = 5 * time.Minute
 	DefaultShutdownTimeout = 20 * time.Second
 	DefaultMaxKeys         = 1_000_000
-	// SettleDelay is how long after a bucket ends its keys are sent as
+	// settleDelay is how long after a bucket ends its keys are sent as
 	// closed: points of the last seconds of a bucket arrive a little later.
-	SettleDelay = time.Minute
+	settleDelay = time.Minute
 	// shutdownRetryEvery is how often a failed send is retried while
 	// shutting down: the time left is short, and without storage what is
 	// not delivered by then is lost.
@@ -60,7 +60,7 @@ type DeliveryConfig struct {
 	Op         Op
 	Translator translator.Settings
 	// FlushInterval: a key of an open bucket is sent at most this often,
-	// and only if it changed. Closed buckets are sent SettleDelay after
+	// and only if it changed. Closed buckets are sent settleDelay after
 	// they end.
 	FlushInterval time.Duration
 	// ShutdownTimeout bounds how long Shutdown flushes and retries.
@@ -96,7 +96,7 @@ type Delivery struct {
 	now     func() time.Time
 	tr      *translator.Translator
 	drops   dropLog
-	chunker Chunker
+	chunker requestLimits
 
 	compactMu sync.Mutex // one compaction at a time
 
@@ -174,7 +174,7 @@ func NewDelivery(cfg DeliveryConfig) (*Delivery, error) {
 	}
 	d := &Delivery{
 		cfg: cfg, log: log, now: cfg.Now, tr: tr, drops: dropLog{logger: log, seen: map[dropKey]*dropState{}},
-		chunker:     Chunker{MaxRecords: cfg.MaxRecordsPerRequest},
+		chunker:     requestLimits{MaxRecords: cfg.MaxRecordsPerRequest},
 		ledger:      newLedger(cfg.Op, cfg.MaxKeys),
 		flushReq:    make(chan chan error),
 		compactReq:  make(chan struct{}, 1),

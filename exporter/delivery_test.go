@@ -223,7 +223,7 @@ func TestLedgerPrune(t *testing.T) {
 				l.confirm(id)
 			}
 		}
-		l.prune(now.UnixNano(), int64(SettleDelay), int64(tc.retention))
+		l.prune(now.UnixNano(), int64(settleDelay), int64(tc.retention))
 		_, ok := l.lookup("s", k)
 		assert.Equal(t, tc.kept, ok, "%s retention %s", tc.op, tc.retention)
 		_, ok = l.lookup("s", open)
@@ -280,7 +280,7 @@ func TestJournalReplaysExactly(t *testing.T) {
 			_ = d.round(ctx, selection{closing: true}, time.Now().UnixNano()) // discards closed non-positive keys
 		}
 		d.mu.Lock() // a restore forgets what a round would prune: do the same live
-		d.ledger.prune(time.Now().UnixNano(), int64(SettleDelay), int64(d.cfg.Translator.MaxAge))
+		d.ledger.prune(time.Now().UnixNano(), int64(settleDelay), int64(d.cfg.Translator.MaxAge))
 		d.mu.Unlock()
 		restored := restoreFrom(t, em, store.copy())
 		assertSameLedger(t, d, restored, step)

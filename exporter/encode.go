@@ -8,9 +8,9 @@ import (
 
 // Request size limits.
 const (
-	// DefaultMaxBytes keeps a body under CloudZero's 5 MB limit whether that
+	// defaultMaxBytes keeps a body under CloudZero's 5 MB limit whether that
 	// means 5,000,000 or 5 MiB bytes: 5 MiB minus 256 KiB = 4,980,736.
-	DefaultMaxBytes = 5*1024*1024 - 256*1024
+	defaultMaxBytes = 5*1024*1024 - 256*1024
 	// DefaultMaxRecords is 5,000 records per request. CloudZero says 5 MB is
 	// roughly 10,000 records of 512 bytes and its own tools send 3,000. With
 	// typical records of 150-300 bytes, 5,000 gives bodies of 1-1.5 MB: well
@@ -18,9 +18,9 @@ const (
 	// 3,000 (many small requests draw 503 "slow down"), and a failed chunk
 	// re-sends a modest amount.
 	DefaultMaxRecords = 5000
-	// MinMaxBytes is the smallest byte limit accepted: one record of
+	// minMaxBytes is the smallest byte limit accepted: one record of
 	// record.MaxEncodedBytes must fit.
-	MinMaxBytes = record.MaxEncodedBytes + len(bodyPrefix) + len(bodySuffix)
+	minMaxBytes = record.MaxEncodedBytes + len(bodyPrefix) + len(bodySuffix)
 )
 
 const (
@@ -28,22 +28,22 @@ const (
 	bodySuffix = `]}`
 )
 
-// Chunker holds the request limits: at most MaxBytes bytes and MaxRecords
+// requestLimits holds the request limits: at most MaxBytes bytes and MaxRecords
 // records (0 = the defaults).
-type Chunker struct {
+type requestLimits struct {
 	MaxBytes   int
 	MaxRecords int
 }
 
-func (c Chunker) limits() (maxBytes, maxRecords int) {
+func (c requestLimits) limits() (maxBytes, maxRecords int) {
 	maxBytes, maxRecords = c.MaxBytes, c.MaxRecords
 	if maxBytes <= 0 {
-		maxBytes = DefaultMaxBytes
+		maxBytes = defaultMaxBytes
 	}
 	if maxRecords <= 0 {
 		maxRecords = DefaultMaxRecords
 	}
-	return max(maxBytes, MinMaxBytes), maxRecords
+	return max(maxBytes, minMaxBytes), maxRecords
 }
 
 // appendEntries appends one request body holding es.

@@ -18,7 +18,7 @@ import (
 //     it) sends the keys that changed: closed buckets first, then open
 //     ones, each open key at most once per FlushInterval, fewer when the
 //     daily budget cannot afford them all (openAllowance);
-//   - a closing round SettleDelay after each UTC hour sends the keys of
+//   - a closing round settleDelay after each UTC hour sends the keys of
 //     the buckets that just closed;
 //   - Flush and Shutdown send everything.
 //
@@ -132,10 +132,10 @@ func (d *Delivery) acceptedCount() uint64 {
 	return d.accepted
 }
 
-// nextClose is when the next closing round is due: SettleDelay after the
+// nextClose is when the next closing round is due: settleDelay after the
 // next UTC hour (every DAILY bucket ends on an hour too).
 func nextClose(now time.Time) time.Time {
-	t := now.UTC().Truncate(time.Hour).Add(SettleDelay)
+	t := now.UTC().Truncate(time.Hour).Add(settleDelay)
 	if !t.After(now) {
 		t = t.Add(time.Hour)
 	}
@@ -196,7 +196,7 @@ func (d *Delivery) round(ctx context.Context, sel selection, now int64) error {
 	d.mu.Lock()
 	if !sel.all {
 		d.discardNonPositive(ctx, now)
-		d.ledger.prune(now, int64(SettleDelay), int64(d.cfg.Translator.MaxAge))
+		d.ledger.prune(now, int64(settleDelay), int64(d.cfg.Translator.MaxAge))
 	}
 	batches := d.selectDue(sel, now)
 	streams := slices.Clone(d.ledger.streams)
@@ -266,7 +266,7 @@ func (d *Delivery) discardNonPositive(ctx context.Context, now int64) {
 	l := d.ledger
 	var es []sendEntry
 	for i := range l.entries {
-		if e := &l.entries[i]; l.discardable(e, now, int64(SettleDelay)) {
+		if e := &l.entries[i]; l.discardable(e, now, int64(settleDelay)) {
 			es = append(es, sendEntry{id: uint32(i), key: e.key, value: l.discard(uint32(i))})
 		}
 	}
@@ -307,7 +307,7 @@ func (d *Delivery) selectDue(sel selection, now int64) []batch {
 		if !e.live {
 			continue
 		}
-		closed := e.bucketEnd+int64(SettleDelay) <= now
+		closed := e.bucketEnd+int64(settleDelay) <= now
 		if !closed && e.bucketEnd-now <= int64(time.Hour) && e.bucketEnd-now > 0 {
 			hourlyOpen++ // approximately: keys of buckets ending within the hour
 		}

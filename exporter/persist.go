@@ -308,7 +308,7 @@ func (d *Delivery) restore(ctx context.Context) error {
 		d.tr.ShiftSeen(max(0, time.Duration(d.now().UnixNano()-d.lastAlive)))
 	}
 	// The live ledger forgot keys the journal does not say it forgot.
-	l.prune(d.now().UnixNano(), int64(SettleDelay), int64(d.cfg.Translator.MaxAge))
+	l.prune(d.now().UnixNano(), int64(settleDelay), int64(d.cfg.Translator.MaxAge))
 	l.rebuildFree()
 	d.restored = true
 	st := l.stats(d.now().UnixNano())
