@@ -139,13 +139,7 @@ func benchConsume(b *testing.B, cumulative bool, consume func(*translator.Transl
 // 1+i%7 units for key i mod keys (customer i/5, one of 5 features; keys 0
 // means every point a new key), as internal/loadgen sends them.
 func keysMetrics(call, per, keys int, ts time.Time) pmetric.Metrics {
-	md := pmetric.NewMetrics()
-	m := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
-	m.SetName("m")
-	s := m.SetEmptySum()
-	s.SetIsMonotonic(true)
-	s.SetAggregationTemporality(pmetric.AggregationTemporalityDelta)
-	dps := s.DataPoints()
+	md, dps := monotonicSum(pmetric.AggregationTemporalityDelta)
 	dps.EnsureCapacity(per)
 	for i := call * per; i < (call+1)*per; i++ {
 		k := i

@@ -98,16 +98,23 @@ func (s *memStorage) keys(prefix string) int {
 	return n
 }
 
-// deltas builds one delta sum point of metric "m" per element, at ts.
-func deltas(ts time.Time, values map[string]float64) pmetric.Metrics {
+// monotonicSum returns metrics holding one monotonic sum "m" of the given
+// temporality, and its points to fill.
+func monotonicSum(temporality pmetric.AggregationTemporality) (pmetric.Metrics, pmetric.NumberDataPointSlice) {
 	md := pmetric.NewMetrics()
 	m := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
 	m.SetName("m")
 	s := m.SetEmptySum()
 	s.SetIsMonotonic(true)
-	s.SetAggregationTemporality(pmetric.AggregationTemporalityDelta)
+	s.SetAggregationTemporality(temporality)
+	return md, s.DataPoints()
+}
+
+// deltas builds one delta sum point of metric "m" per element, at ts.
+func deltas(ts time.Time, values map[string]float64) pmetric.Metrics {
+	md, dps := monotonicSum(pmetric.AggregationTemporalityDelta)
 	for elem, v := range values {
-		dp := s.DataPoints().AppendEmpty()
+		dp := dps.AppendEmpty()
 		dp.SetTimestamp(pcommon.NewTimestampFromTime(ts))
 		dp.SetDoubleValue(v)
 		dp.Attributes().PutStr("customer.id", elem)
@@ -580,18 +587,7 @@ func TestUnreadableStorageIsNeverOverwritten(t *testing.T) {
 
 // cumulative builds one point of the cumulative sum "m" for element a.
 func cumulative(start, ts time.Time, v float64) pmetric.Metrics {
-	md := pmetric.NewMetrics()
-	m := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
-	m.SetName("m")
-	s := m.SetEmptySum()
-	s.SetIsMonotonic(true)
-	s.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
-	dp := s.DataPoints().AppendEmpty()
-	dp.SetStartTimestamp(pcommon.NewTimestampFromTime(start))
-	dp.SetTimestamp(pcommon.NewTimestampFromTime(ts))
-	dp.SetDoubleValue(v)
-	dp.Attributes().PutStr("customer.id", "a")
-	return md
+	return cumulativeOf("a", start, ts, v)
 }
 
 // An exporter down for longer than series.ttl keeps its cumulative series:

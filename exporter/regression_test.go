@@ -721,13 +721,8 @@ func TestReplaceBisectionOnANewStreamKeepsValidRecords(t *testing.T) {
 
 // cumulativeOf is one point of the cumulative sum "m" for element elem.
 func cumulativeOf(elem string, start, ts time.Time, v float64) pmetric.Metrics {
-	md := pmetric.NewMetrics()
-	m := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
-	m.SetName("m")
-	s := m.SetEmptySum()
-	s.SetIsMonotonic(true)
-	s.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
-	dp := s.DataPoints().AppendEmpty()
+	md, dps := monotonicSum(pmetric.AggregationTemporalityCumulative)
+	dp := dps.AppendEmpty()
 	dp.SetStartTimestamp(pcommon.NewTimestampFromTime(start))
 	dp.SetTimestamp(pcommon.NewTimestampFromTime(ts))
 	dp.SetDoubleValue(v)
