@@ -31,7 +31,7 @@ $(GOVULNCHECK):
 $(TELEMETRYGEN):
 	GOBIN=$(TOOLS_BIN) $(GO) install github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen@$(TELEMETRYGEN_VERSION)
 
-$(USAGE_APP): $(wildcard examples/usage-app/*.go) go.mod go.sum
+$(USAGE_APP): $(wildcard examples/usage-app/*.go examples/internal/workload/*.go) go.mod go.sum
 	$(GO) build -o $(USAGE_APP) ./examples/usage-app
 
 # build: the otelcol-cloudzero distribution, from builder-config.yaml.

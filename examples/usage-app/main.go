@@ -22,7 +22,6 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"log"
 	"os"
@@ -34,13 +33,11 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
-	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
-)
 
-// tickEvery is how often the workload produces a tick.
-const tickEvery = 100 * time.Millisecond
+	"github.com/cloudzero-otel/cloudzeroexporter/examples/internal/workload"
+)
 
 func main() {
 	endpoint := flag.String("endpoint", "127.0.0.1:4318", "OTLP/HTTP endpoint, host:port (plain HTTP)")
@@ -76,9 +73,9 @@ func main() {
 		sdkmetric.WithResource(resource.NewSchemaless(attribute.String("service.name", "usage-app"))),
 	)
 
-	ticks := int(*duration / tickEvery)
-	log.Printf("sending to %s every %s: %d customers, seed %d, %d ticks of %s", *endpoint, *interval, *customers, *seed, ticks, tickEvery)
-	sum, err := run(ctx, mp.Meter("usage-app"), NewWorkload(*customers, *seed), ticks, tickEvery, os.Stderr)
+	ticks := int(*duration / workload.TickEvery)
+	log.Printf("sending to %s every %s: %d customers, seed %d, %d ticks of %s", *endpoint, *interval, *customers, *seed, ticks, workload.TickEvery)
+	sum, err := workload.Run(ctx, mp.Meter("usage-app"), workload.New(*customers, *seed), ticks, workload.TickEvery, os.Stderr)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -110,68 +107,4 @@ func main() {
 	if shutdownErr != nil {
 		os.Exit(1)
 	}
-}
-
-// run plays ticks of the workload, one every `every` (0: as fast as possible),
-// records them with meter and returns the summary of what it recorded. It stops
-// early, without error, when ctx ends. Progress goes to logw every 10 seconds.
-func run(ctx context.Context, meter metric.Meter, w *Workload, ticks int, every time.Duration, logw io.Writer) (*Summary, error) {
-	requests, err := meter.Int64Counter("app.requests",
-		metric.WithUnit("{request}"), metric.WithDescription("Requests served"))
-	if err != nil {
-		return nil, err
-	}
-	sessions, err := meter.Int64UpDownCounter("app.active_sessions",
-		metric.WithUnit("{session}"), metric.WithDescription("Sessions open now"))
-	if err != nil {
-		return nil, err
-	}
-	latency, err := meter.Float64Histogram("app.request.duration",
-		metric.WithUnit("s"), metric.WithDescription("Request duration"),
-		metric.WithExplicitBucketBoundaries(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-	if err != nil {
-		return nil, err
-	}
-
-	sum := newSummary(w.seed, len(w.Customers))
-	start := time.Now()
-	sum.Started = start.UTC().Format(time.RFC3339Nano)
-	var tick <-chan time.Time
-	if every > 0 {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		tick = t.C
-	}
-	wait := func() bool { // false when ctx ended
-		if tick == nil {
-			return ctx.Err() == nil
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-tick:
-			return true
-		}
-	}
-	lastLog := start
-	for i := 0; i < ticks && wait(); i++ {
-		t := w.Next()
-		for _, r := range t.Requests {
-			attrs := metric.WithAttributes(attribute.String("customer.id", r.Customer), attribute.String("feature", r.Feature))
-			requests.Add(ctx, 1, attrs)
-			latency.Record(ctx, r.Seconds(), attrs)
-		}
-		for c, d := range t.SessionDeltas {
-			if d != 0 {
-				sessions.Add(ctx, d, metric.WithAttributes(attribute.String("customer.id", w.Customers[c])))
-			}
-		}
-		sum.add(w, t)
-		if now := time.Now(); logw != nil && now.Sub(lastLog) >= 10*time.Second {
-			lastLog = now
-			fmt.Fprintf(logw, "usage-app: %s: %d requests recorded\n", now.Sub(start).Round(time.Second), sum.TotalRequests)
-		}
-	}
-	sum.Finished = time.Now().UTC().Format(time.RFC3339Nano)
-	return sum, nil
 }

@@ -1,10 +1,22 @@
-package main
+// Package workload is the example apps' deterministic per-customer workload:
+// what they record, and the summary of exactly what was recorded, to compare
+// with what CloudZero received.
+package workload
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 )
+
+// TickEvery is how often the apps play a tick of the workload.
+const TickEvery = 100 * time.Millisecond
 
 // Features a request can use, with how often they are used and how long they
 // take (a request of feature f takes between 0.5 and 1.5 times its base).
@@ -48,8 +60,8 @@ type Workload struct {
 	targets   []int64   // sessions each customer drifts around
 }
 
-// NewWorkload returns the workload for n customers and a seed.
-func NewWorkload(n int, seed uint64) *Workload {
+// New returns the workload for n customers and a seed.
+func New(n int, seed uint64) *Workload {
 	w := &Workload{
 		seed:     seed,
 		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
@@ -148,7 +160,8 @@ type Observations struct {
 	millis int64
 }
 
-func newSummary(seed uint64, customers int) *Summary {
+// NewSummary returns an empty summary.
+func NewSummary(seed uint64, customers int) *Summary {
 	return &Summary{
 		Seed:            seed,
 		Customers:       customers,
@@ -158,8 +171,8 @@ func newSummary(seed uint64, customers int) *Summary {
 	}
 }
 
-// add records one tick into the summary.
-func (s *Summary) add(w *Workload, t Tick) {
+// Add records one tick into the summary.
+func (s *Summary) Add(w *Workload, t Tick) {
 	s.Ticks++
 	for _, r := range t.Requests {
 		if s.Requests[r.Customer] == nil {
@@ -180,4 +193,68 @@ func (s *Summary) add(w *Workload, t Tick) {
 	for i, d := range t.SessionDeltas {
 		s.ActiveSessions[w.Customers[i]] += d
 	}
+}
+
+// Run plays ticks of the workload, one every `every` (0: as fast as possible),
+// records them with meter and returns the summary of what it recorded. It stops
+// early, without error, when ctx ends. Progress goes to logw every 10 seconds.
+func Run(ctx context.Context, meter metric.Meter, w *Workload, ticks int, every time.Duration, logw io.Writer) (*Summary, error) {
+	requests, err := meter.Int64Counter("app.requests",
+		metric.WithUnit("{request}"), metric.WithDescription("Requests served"))
+	if err != nil {
+		return nil, err
+	}
+	sessions, err := meter.Int64UpDownCounter("app.active_sessions",
+		metric.WithUnit("{session}"), metric.WithDescription("Sessions open now"))
+	if err != nil {
+		return nil, err
+	}
+	latency, err := meter.Float64Histogram("app.request.duration",
+		metric.WithUnit("s"), metric.WithDescription("Request duration"),
+		metric.WithExplicitBucketBoundaries(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+	if err != nil {
+		return nil, err
+	}
+
+	sum := NewSummary(w.seed, len(w.Customers))
+	start := time.Now()
+	sum.Started = start.UTC().Format(time.RFC3339Nano)
+	var tick <-chan time.Time
+	if every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
+	wait := func() bool { // false when ctx ended
+		if tick == nil {
+			return ctx.Err() == nil
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick:
+			return true
+		}
+	}
+	lastLog := start
+	for i := 0; i < ticks && wait(); i++ {
+		t := w.Next()
+		for _, r := range t.Requests {
+			attrs := metric.WithAttributes(attribute.String("customer.id", r.Customer), attribute.String("feature", r.Feature))
+			requests.Add(ctx, 1, attrs)
+			latency.Record(ctx, r.Seconds(), attrs)
+		}
+		for c, d := range t.SessionDeltas {
+			if d != 0 {
+				sessions.Add(ctx, d, metric.WithAttributes(attribute.String("customer.id", w.Customers[c])))
+			}
+		}
+		sum.Add(w, t)
+		if now := time.Now(); logw != nil && now.Sub(lastLog) >= 10*time.Second {
+			lastLog = now
+			fmt.Fprintf(logw, "usage-app: %s: %d requests recorded\n", now.Sub(start).Round(time.Second), sum.TotalRequests)
+		}
+	}
+	sum.Finished = time.Now().UTC().Format(time.RFC3339Nano)
+	return sum, nil
 }

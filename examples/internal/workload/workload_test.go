@@ -1,4 +1,4 @@
-package main
+package workload
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 )
 
 func play(n int, seed uint64, ticks int) []Tick {
-	w := NewWorkload(n, seed)
+	w := New(n, seed)
 	out := make([]Tick, ticks)
 	for i := range out {
 		out[i] = w.Next()
@@ -31,10 +31,10 @@ func TestWorkloadIsDeterministic(t *testing.T) {
 }
 
 func TestWorkloadIsSkewed(t *testing.T) {
-	w := NewWorkload(5, 1)
-	sum := newSummary(1, 5)
+	w := New(5, 1)
+	sum := NewSummary(1, 5)
 	for range 600 { // one minute
-		sum.add(w, w.Next())
+		sum.Add(w, w.Next())
 	}
 	if sum.Ticks != 600 || sum.TotalRequests < 600*5 || sum.TotalRequests > 600*15 {
 		t.Fatalf("ticks %d, requests %d", sum.Ticks, sum.TotalRequests)
@@ -62,8 +62,8 @@ func TestWorkloadIsSkewed(t *testing.T) {
 }
 
 func TestSummaryCountsEveryRequest(t *testing.T) {
-	w := NewWorkload(3, 7)
-	sum := newSummary(7, 3)
+	w := New(3, 7)
+	sum := NewSummary(7, 3)
 	want := map[[2]string]int64{}
 	wantMillis := map[[2]string]int64{}
 	for range 100 {
@@ -72,7 +72,7 @@ func TestSummaryCountsEveryRequest(t *testing.T) {
 			want[[2]string{r.Customer, r.Feature}]++
 			wantMillis[[2]string{r.Customer, r.Feature}] += r.Millis
 		}
-		sum.add(w, tk)
+		sum.Add(w, tk)
 	}
 	var total int64
 	for k, n := range want {
@@ -104,7 +104,7 @@ func TestRunRecordsWhatTheSummarySays(t *testing.T) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer mp.Shutdown(context.Background())
 
-	sum, err := run(context.Background(), mp.Meter("test"), NewWorkload(4, 9), 50, 0, nil)
+	sum, err := Run(context.Background(), mp.Meter("test"), New(4, 9), 50, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
