@@ -72,7 +72,7 @@ func newMetricsExporter(ctx context.Context, set exporter.Settings, cfg *Config)
 	if err := e.registerGauges(); err != nil {
 		return nil, err
 	}
-	return exporterhelper.NewMetrics(ctx, set, cfg, e.push,
+	m, err := exporterhelper.NewMetrics(ctx, set, cfg, e.push,
 		exporterhelper.WithStart(e.start),
 		exporterhelper.WithShutdown(e.shutdown),
 		exporterhelper.WithCapabilities(consumer.Capabilities{MutatesData: false}),
@@ -80,6 +80,38 @@ func newMetricsExporter(ctx context.Context, set exporter.Settings, cfg *Config)
 		exporterhelper.WithRetry(configretry.BackOffConfig{Enabled: false}),
 		exporterhelper.WithQueue(configoptional.None[exporterhelper.QueueBatchConfig]()),
 	)
+	if err != nil {
+		return nil, err
+	}
+	return flushableMetrics{Metrics: m, e: e}, nil
+}
+
+// flushableMetrics is the component as the factory returns it: an
+// exporter.Metrics that can also Flush, and Consume without exporterhelper
+// around it. The collector calls neither; package cloudzerometric (the SDK
+// exporter, which runs this component in-process) calls Consume from
+// Export, which retries itself (exporterhelper would log each refused try
+// as rejected data), and Flush from ForceFlush.
+type flushableMetrics struct {
+	exporter.Metrics
+	e *cloudzeroExporter
+}
+
+// Consume is ConsumeMetrics without exporterhelper: the usage of md is in
+// the ledger when it returns nil.
+func (m flushableMetrics) Consume(ctx context.Context, md pmetric.Metrics) error {
+	return m.e.push(ctx, md)
+}
+
+// Flush sends everything the ledger holds, retrying failures until ctx ends.
+func (m flushableMetrics) Flush(ctx context.Context) error {
+	m.e.statsMu.Lock()
+	d := m.e.delivery
+	m.e.statsMu.Unlock()
+	if d == nil {
+		return errors.New("cloudzero: Flush before Start")
+	}
+	return d.Flush(ctx)
 }
 
 func translatorSettings(cfg *Config) translator.Settings {

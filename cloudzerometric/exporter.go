@@ -1,0 +1,262 @@
+package cloudzerometric
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+	"go.uber.org/zap"
+
+	cloudzeroexporter "github.com/cloudzero-otel/cloudzeroexporter"
+	czexporter "github.com/cloudzero-otel/cloudzeroexporter/exporter"
+)
+
+// Exporter is an sdkmetric.Exporter that turns the SDK's metrics into
+// CloudZero allocation records. It runs the collector exporter's component
+// in-process: the same translator, ledger, journal and sender.
+type Exporter struct {
+	metrics     exporter.Metrics // for Start and Shutdown
+	component   inProcessComponent
+	host        *inProcessHost
+	temporality sdkmetric.TemporalitySelector
+	aggregation sdkmetric.AggregationSelector
+
+	mu       sync.Mutex
+	shutdown bool
+	once     sync.Once
+	stopErr  error
+}
+
+var _ sdkmetric.Exporter = (*Exporter)(nil)
+
+// inProcessComponent is what the collector component offers beyond
+// exporter.Metrics, for in-process use.
+type inProcessComponent interface {
+	Consume(context.Context, pmetric.Metrics) error // ConsumeMetrics, without exporterhelper
+	Flush(context.Context) error
+}
+
+type options struct {
+	name          string
+	storageDir    string
+	meterProvider metric.MeterProvider
+	logger        *zap.Logger
+	temporality   sdkmetric.TemporalitySelector
+	aggregation   sdkmetric.AggregationSelector
+}
+
+// Option configures New.
+type Option func(*options)
+
+// WithName names the exporter ("cloudzero/<name>"), when a process runs
+// several: it names the storage file, and is the exporter attribute of its
+// telemetry.
+func WithName(name string) Option { return func(o *options) { o.name = name } }
+
+// WithStorageDir keeps the ledger and the series state in dir, through the
+// collector's file_storage extension (a bbolt file named after the
+// exporter): what Export counted survives a restart or a crash, and
+// delivery: replace becomes possible. dir is created if missing. Without
+// it, what is not sent by Shutdown is lost (and counted).
+func WithStorageDir(dir string) Option { return func(o *options) { o.storageDir = dir } }
+
+// WithMeterProvider publishes the exporter's own telemetry (records sent,
+// dropped by reason, ambiguous failures, the ledger's gauges; the names of
+// the collector component, otelcol_exporter_cloudzero_*) on mp. Never pass
+// the provider this exporter exports: its metrics would feed it. Default:
+// none.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(o *options) { o.meterProvider = mp }
+}
+
+// WithLogger logs to l. Default: warnings and errors (a failed send, a
+// drop) go to otel.Handle, the SDK's error handler.
+func WithLogger(l *zap.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithTemporalitySelector replaces DeltaTemporality.
+func WithTemporalitySelector(s sdkmetric.TemporalitySelector) Option {
+	return func(o *options) { o.temporality = s }
+}
+
+// WithAggregationSelector replaces sdkmetric.DefaultAggregationSelector.
+func WithAggregationSelector(s sdkmetric.AggregationSelector) Option {
+	return func(o *options) { o.aggregation = s }
+}
+
+// DeltaTemporality is the default temporality: delta for counters and
+// histograms, the usage of each interval as it is billed; cumulative for
+// up-down counters, whose level the integral of value: auto needs (a delta
+// up-down counter gives only changes, refused as delta_updown_integral).
+// Cumulative input works as well (the translator turns it into deltas).
+func DeltaTemporality(k sdkmetric.InstrumentKind) metricdata.Temporality {
+	switch k {
+	case sdkmetric.InstrumentKindCounter, sdkmetric.InstrumentKindObservableCounter, sdkmetric.InstrumentKindHistogram:
+		return metricdata.DeltaTemporality
+	}
+	return metricdata.CumulativeTemporality
+}
+
+// New checks cfg (errors name the field, as the collector's do), restores
+// the stored state with WithStorageDir, and starts sending. cfg is not
+// kept: later changes to it do nothing.
+func New(ctx context.Context, cfg *Config, opts ...Option) (*Exporter, error) {
+	o := options{temporality: DeltaTemporality, aggregation: sdkmetric.DefaultAggregationSelector}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if cfg == nil {
+		return nil, errors.New("cloudzero: nil config (start from cloudzerometric.NewConfig())")
+	}
+	c := *cfg
+	if err := checkInProcess(&c, o.storageDir); err != nil {
+		return nil, fmt.Errorf("cloudzero: invalid config: %w", err)
+	}
+	set := settings(o)
+	host := &inProcessHost{}
+	if o.storageDir != "" {
+		ext, id, err := newFileStorage(ctx, o.storageDir, set)
+		if err != nil {
+			return nil, err
+		}
+		c.Storage = &id
+		host.storage, host.extensions = ext, map[component.ID]component.Component{id: ext}
+	}
+	if err := confmap.Validate(&c); err != nil {
+		_ = host.shutdown(ctx)
+		return nil, fmt.Errorf("cloudzero: invalid config: %w", err)
+	}
+	m, err := cloudzeroexporter.NewFactory().CreateMetrics(ctx, set, &c)
+	if err != nil {
+		_ = host.shutdown(ctx)
+		return nil, err
+	}
+	inproc, ok := m.(inProcessComponent)
+	if !ok { // not reached: the factory's exporter has both methods
+		_ = host.shutdown(ctx)
+		return nil, errors.New("cloudzero: the exporter component cannot run in-process")
+	}
+	if err := m.Start(ctx, host); err != nil {
+		_ = m.Shutdown(ctx)
+		_ = host.shutdown(ctx)
+		return nil, err
+	}
+	return &Exporter{metrics: m, component: inproc, host: host, temporality: o.temporality, aggregation: o.aggregation}, nil
+}
+
+func settings(o options) exporter.Settings {
+	mp := o.meterProvider
+	if mp == nil {
+		mp = metricnoop.NewMeterProvider()
+	}
+	log := o.logger
+	if log == nil {
+		log = handlerLogger()
+	}
+	id := component.NewID(cloudzeroexporter.NewFactory().Type())
+	if o.name != "" {
+		id = component.NewIDWithName(id.Type(), o.name)
+	}
+	return exporter.Settings{
+		ID: id,
+		TelemetrySettings: component.TelemetrySettings{
+			Logger:         log.With(zap.String("otelcol.component.id", id.String())),
+			TracerProvider: tracenoop.NewTracerProvider(),
+			MeterProvider:  mp,
+			Resource:       pcommon.NewResource(),
+		},
+		BuildInfo: component.BuildInfo{Command: "cloudzerometric", Description: "CloudZero exporter for the OpenTelemetry Go SDK"},
+	}
+}
+
+// Temporality is the selector of WithTemporalitySelector (default
+// DeltaTemporality).
+func (e *Exporter) Temporality(k sdkmetric.InstrumentKind) metricdata.Temporality {
+	return e.temporality(k)
+}
+
+// Aggregation is the selector of WithAggregationSelector (default
+// sdkmetric.DefaultAggregationSelector: histograms are explicit-bucket;
+// streams use their count or sum, so the buckets do not matter).
+func (e *Exporter) Aggregation(k sdkmetric.InstrumentKind) sdkmetric.Aggregation {
+	return e.aggregation(k)
+}
+
+// Export counts rm's usage into the ledger and returns once it is there
+// (with WithStorageDir, stored); sending happens in the background, every
+// flush_interval. rm is not kept. When the usage cannot be counted yet
+// (max_keys reached, a storage write failed) Export retries until ctx
+// ends, then returns the error: the usage of rm is then not counted.
+func (e *Exporter) Export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
+	if e.isShutdown() {
+		return sdkmetric.ErrExporterShutdown
+	}
+	md := toPdata(rm)
+	if md.DataPointCount() == 0 {
+		return nil
+	}
+	wait := 50 * time.Millisecond
+	for {
+		err := e.component.Consume(ctx, md)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, czexporter.ErrStopped):
+			return sdkmetric.ErrExporterShutdown
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("cloudzero: %d data points not counted: %w (gave up: %w)", md.DataPointCount(), err, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// ForceFlush sends everything the ledger holds, retrying failures until
+// ctx ends (then it returns ctx's error; what was not sent stays in the
+// ledger).
+func (e *Exporter) ForceFlush(ctx context.Context) error {
+	if e.isShutdown() {
+		return nil
+	}
+	err := e.component.Flush(ctx)
+	if errors.Is(err, czexporter.ErrStopped) {
+		return nil // Shutdown, which sends everything, began meanwhile
+	}
+	return err
+}
+
+// Shutdown sends everything the ledger holds, retrying failures for at most
+// shutdown_timeout or until ctx ends. With WithStorageDir what is left
+// stays stored for the next start; without, it is dropped, counted
+// (records_dropped{reason="shutdown"}) and logged. Later calls return the
+// first call's result.
+func (e *Exporter) Shutdown(ctx context.Context) error {
+	e.mu.Lock()
+	e.shutdown = true
+	e.mu.Unlock()
+	e.once.Do(func() {
+		e.stopErr = errors.Join(e.metrics.Shutdown(ctx), e.host.shutdown(ctx))
+	})
+	return e.stopErr
+}
+
+func (e *Exporter) isShutdown() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.shutdown
+}
