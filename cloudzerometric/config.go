@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"go.opentelemetry.io/collector/confmap"
@@ -54,7 +56,8 @@ func ConfigFromCollectorFile(ctx context.Context, path, id string) (*Config, err
 		return nil, fmt.Errorf("cloudzero: %s: exporters: %w", path, err)
 	}
 	if !exporters.IsSet(id) {
-		return nil, fmt.Errorf("cloudzero: %s: no exporter %q under exporters (has: %s)", path, id, strings.Join(exporters.AllKeys(), ", "))
+		names := slices.Sorted(maps.Keys(exporters.ToStringMap()))
+		return nil, fmt.Errorf("cloudzero: %s: no exporter %q under exporters (has: %s)", path, id, strings.Join(names, ", "))
 	}
 	sub, err := exporters.Sub(id)
 	if err != nil {

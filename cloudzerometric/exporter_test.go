@@ -431,3 +431,44 @@ func TestErrorsNeverShowTheKey(t *testing.T) {
 	}
 	assert.Contains(t, strings.Join(seen, "\n"), "401")
 }
+
+// TestOwnTelemetry: the exporter's counts go to the MeterProvider of
+// WithMeterProvider, not to the one it exports.
+func TestOwnTelemetry(t *testing.T) {
+	a := newAPI(t)
+	ctx := context.Background()
+	reader := sdkmetric.NewManualReader()
+	own := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer own.Shutdown(ctx)
+	exp, err := New(ctx, testConfig(a.srv.URL), WithMeterProvider(own))
+	require.NoError(t, err)
+
+	rm := manualRM("c1", 4, time.Now())
+	noElement := manualRM("c2", 9, time.Now())
+	dp := &noElement.ScopeMetrics[0].Metrics[0].Data.(metricdata.Sum[int64]).DataPoints[0]
+	dp.Attributes = attribute.NewSet(attribute.String("feature", "search")) // no customer.id
+	require.NoError(t, exp.Export(ctx, rm))
+	require.NoError(t, exp.Export(ctx, noElement))
+	require.NoError(t, exp.ForceFlush(ctx))
+	require.NoError(t, exp.Shutdown(ctx))
+
+	var got metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(ctx, &got))
+	counts := map[string]int64{}
+	for _, sm := range got.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if s, ok := m.Data.(metricdata.Sum[int64]); ok {
+				for _, p := range s.DataPoints {
+					k := m.Name
+					if r, ok := p.Attributes.Value("reason"); ok {
+						k += "{" + r.AsString() + "}"
+					}
+					counts[k] += p.Value
+				}
+			}
+		}
+	}
+	assert.Equal(t, int64(2), counts["otelcol_exporter_cloudzero_datapoints_received"])
+	assert.Equal(t, int64(1), counts["otelcol_exporter_cloudzero_datapoints_dropped{missing_element}"])
+	assert.Equal(t, int64(1), counts["otelcol_exporter_cloudzero_records_sent"])
+}
