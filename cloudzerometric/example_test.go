@@ -22,11 +22,14 @@ func Example() {
 	// A stand-in for https://api.cloudzero.com that prints what it receives.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
-			Records []struct{ ElementName, Value string }
+			Records []struct {
+				Element string `json:"element_name"`
+				Value   string `json:"value"`
+			} `json:"records"`
 		}
 		_ = json.NewDecoder(r.Body).Decode(&body)
 		for _, rec := range body.Records {
-			fmt.Println(strings.TrimPrefix(r.URL.Path, "/unit-cost/v1/telemetry/allocation/"), rec.ElementName, rec.Value)
+			fmt.Println(strings.TrimPrefix(r.URL.Path, "/unit-cost/v1/telemetry/allocation/"), rec.Element, rec.Value)
 		}
 	}))
 	defer srv.Close()
