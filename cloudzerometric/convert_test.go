@@ -52,7 +52,7 @@ func everyKind() *metricdata.ResourceMetrics {
 					Attributes: attrs, StartTime: t0, Time: t1, Count: 6, Sum: 9.5, Scale: 2, ZeroCount: 1, ZeroThreshold: 1e-9,
 					PositiveBucket: metricdata.ExponentialBucket{Offset: -1, Counts: []uint64{1, 2}},
 					NegativeBucket: metricdata.ExponentialBucket{Offset: 3, Counts: []uint64{2}},
-					Min: metricdata.NewExtrema(-4.0), Max: metricdata.NewExtrema(5.0)}}}},
+					Min:            metricdata.NewExtrema(-4.0), Max: metricdata.NewExtrema(5.0)}}}},
 				{Name: "summary", Data: metricdata.Summary{DataPoints: []metricdata.SummaryDataPoint{{
 					Attributes: attrs, StartTime: t0, Time: t1, Count: 4, Sum: 10,
 					QuantileValues: []metricdata.QuantileValue{{Quantile: 0.5, Value: 2}, {Quantile: 1, Value: 4}}}}}},
