@@ -12,6 +12,7 @@ COLLECTOR := $(BUILD_DIR)/otelcol-cloudzero/otelcol-cloudzero
 TELEMETRYGEN_VERSION := v0.161.0
 TELEMETRYGEN := $(TOOLS_BIN)/telemetrygen
 USAGE_APP := $(TOOLS_BIN)/usage-app
+DIRECT_APP := $(TOOLS_BIN)/direct-usage-app
 # What the collector compiles of this repository (so that editing tests,
 # examples or tools does not rebuild it).
 COMPONENT_SOURCES := $(filter-out %_test.go,$(wildcard *.go)) \
@@ -34,6 +35,10 @@ $(TELEMETRYGEN):
 $(USAGE_APP): $(wildcard examples/usage-app/*.go examples/internal/workload/*.go) go.mod go.sum
 	$(GO) build -o $(USAGE_APP) ./examples/usage-app
 
+# The same workload exported in-process (cloudzerometric): it compiles the exporter too.
+$(DIRECT_APP): $(wildcard examples/direct-usage-app/*.go examples/internal/workload/*.go cloudzerometric/*.go) $(COMPONENT_SOURCES)
+	$(GO) build -o $(DIRECT_APP) ./examples/direct-usage-app
+
 # build: the otelcol-cloudzero distribution, from builder-config.yaml.
 build: $(COLLECTOR)
 $(COLLECTOR): $(OCB) $(COMPONENT_SOURCES)
@@ -49,8 +54,8 @@ unit:
 	$(GO) test -race -count=1 ./...
 	cd bench && $(GO) test -count=1 ./...
 
-e2e: $(COLLECTOR) $(TELEMETRYGEN) $(USAGE_APP)
-	COLLECTOR_BIN=$(COLLECTOR) TELEMETRYGEN_BIN=$(TELEMETRYGEN) USAGE_APP_BIN=$(USAGE_APP) \
+e2e: $(COLLECTOR) $(TELEMETRYGEN) $(USAGE_APP) $(DIRECT_APP)
+	COLLECTOR_BIN=$(COLLECTOR) TELEMETRYGEN_BIN=$(TELEMETRYGEN) USAGE_APP_BIN=$(USAGE_APP) DIRECT_APP_BIN=$(DIRECT_APP) \
 	  $(GO) test -race -count=1 -timeout 20m -tags e2e -v ./e2e/...
 
 # bench-collector: collector CPU per million points, cloudzero vs debug

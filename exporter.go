@@ -87,8 +87,8 @@ func newMetricsExporter(ctx context.Context, set exporter.Settings, cfg *Config)
 }
 
 // flushableMetrics is the component as the factory returns it: an
-// exporter.Metrics that can also Flush, and Consume without exporterhelper
-// around it. The collector calls neither; package cloudzerometric (the SDK
+// exporter.Metrics that can also Flush, tell its LedgerStats, and Consume
+// without exporterhelper around it. The collector calls neither; package cloudzerometric (the SDK
 // exporter, which runs this component in-process) calls Consume from
 // Export, which retries itself (exporterhelper would log each refused try
 // as rejected data), and Flush from ForceFlush.
@@ -101,6 +101,17 @@ type flushableMetrics struct {
 // the ledger when it returns nil.
 func (m flushableMetrics) Consume(ctx context.Context, md pmetric.Metrics) error {
 	return m.e.push(ctx, md)
+}
+
+// LedgerStats describes the ledger (zero before Start).
+func (m flushableMetrics) LedgerStats() czexporter.LedgerStats {
+	m.e.statsMu.Lock()
+	d := m.e.delivery
+	m.e.statsMu.Unlock()
+	if d == nil {
+		return czexporter.LedgerStats{}
+	}
+	return d.Stats()
 }
 
 // Flush sends everything the ledger holds, retrying failures until ctx ends.

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/envprovider"
 	"go.opentelemetry.io/collector/confmap/provider/fileprovider"
@@ -33,7 +34,9 @@ func NewConfig() *Config {
 
 // ConfigFromYAML decodes the exporter's section of a collector config (what
 // goes under `exporters: cloudzero:`) over the defaults, expanding
-// ${env:NAME} and ${file:PATH} as the collector does, and validates it.
+// ${env:NAME} and ${file:PATH} as the collector does, and validates it
+// (whether delivery: replace has storage is New's to check: storage comes
+// from WithStorageDir).
 func ConfigFromYAML(ctx context.Context, section []byte) (*Config, error) {
 	conf, err := resolve(ctx, "yaml:"+string(section))
 	if err != nil {
@@ -45,7 +48,7 @@ func ConfigFromYAML(ctx context.Context, section []byte) (*Config, error) {
 // ConfigFromCollectorFile reads a collector config file and decodes the
 // section of the exporter named id ("cloudzero" or "cloudzero/<name>"),
 // expanding ${env:NAME} and ${file:PATH} as the collector does, and
-// validates it: an app can share the collector's YAML.
+// validates it as ConfigFromYAML does: an app can share the collector's YAML.
 func ConfigFromCollectorFile(ctx context.Context, path, id string) (*Config, error) {
 	conf, err := resolve(ctx, "file:"+path)
 	if err != nil {
@@ -91,7 +94,13 @@ func decode(conf *confmap.Conf) (*Config, error) {
 	if err := conf.Unmarshal(cfg); err != nil {
 		return nil, fmt.Errorf("cloudzero: config: %w", err)
 	}
-	if err := confmap.Validate(cfg); err != nil {
+	// Storage comes from WithStorageDir, which New sees: check the rest here
+	// (replace's need for storage is New's to check).
+	c := *cfg
+	if c.Storage == nil {
+		c.Storage = &component.ID{}
+	}
+	if err := confmap.Validate(&c); err != nil {
 		return nil, fmt.Errorf("cloudzero: invalid config: %w", err)
 	}
 	return cfg, nil

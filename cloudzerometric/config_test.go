@@ -53,11 +53,19 @@ flush_interval: 30s`,
 		},
 		{
 			name: "every problem, each naming its field",
-			yaml: "api_key: k\nstreams: [{name: s, metrics: [m]}]\ndelivery: replace\nflush_interval: 10ms",
+			yaml: "api_key: k\nstreams: [{name: s, metrics: [m]}]\ndelivery: bulk\nflush_interval: 10ms",
 			err: []string{
 				`streams[0] ("s"): element_name: must name the attribute`,
-				"delivery: replace needs storage",
+				`delivery: "bulk" must be sum or replace`,
 				"flush_interval: must be at least 1s",
+			},
+		},
+		{
+			name: "replace without storage: New checks it, with WithStorageDir",
+			yaml: "api_key: k\nstreams: [{name: s, metrics: [m], element_name: e}]\ndelivery: replace",
+			check: func(t *testing.T, c *Config) {
+				assert.Equal(t, "replace", c.Delivery)
+				assert.Nil(t, c.Storage)
 			},
 		},
 		{name: "missing key", yaml: "streams: [{name: s, metrics: [m], element_name: e}]", err: []string{"api_key: must be set"}},

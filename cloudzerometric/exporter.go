@@ -46,6 +46,7 @@ var _ sdkmetric.Exporter = (*Exporter)(nil)
 type inProcessComponent interface {
 	Consume(context.Context, pmetric.Metrics) error // ConsumeMetrics, without exporterhelper
 	Flush(context.Context) error
+	LedgerStats() czexporter.LedgerStats
 }
 
 type options struct {
@@ -241,16 +242,25 @@ func (e *Exporter) ForceFlush(ctx context.Context) error {
 }
 
 // Shutdown sends everything the ledger holds, retrying failures for at most
-// shutdown_timeout or until ctx ends. With WithStorageDir what is left
-// stays stored for the next start; without, it is dropped, counted
-// (records_dropped{reason="shutdown"}) and logged. Later calls return the
-// first call's result.
+// shutdown_timeout or until ctx ends. What CloudZero did not confirm by
+// then makes the error: with WithStorageDir it stays stored for the next
+// start; without, it is lost (and counted as records_dropped{reason=
+// "shutdown"}). Later calls return the first call's result.
 func (e *Exporter) Shutdown(ctx context.Context) error {
 	e.mu.Lock()
 	e.shutdown = true
 	e.mu.Unlock()
 	e.once.Do(func() {
-		e.stopErr = errors.Join(e.metrics.Shutdown(ctx), e.host.shutdown(ctx))
+		err := e.metrics.Shutdown(ctx)
+		if st := e.component.LedgerStats(); st.UnsentKeys > 0 {
+			fate := "lost (no storage)"
+			if e.host.storage != nil {
+				fate = "stored, sent at the next start"
+			}
+			err = errors.Join(err, fmt.Errorf("cloudzero: shutdown: %d records (%v units) not confirmed by CloudZero: %s",
+				st.UnsentKeys, st.UnsentUnits, fate))
+		}
+		e.stopErr = errors.Join(err, e.host.shutdown(ctx))
 	})
 	return e.stopErr
 }
