@@ -135,3 +135,49 @@ func TestPointJustAfterTheHourFromAClockAhead(t *testing.T) {
 	assert.Equal(t, map[string]string{"s a 2026-01-02T00:00:00Z": "1", "s a 2026-01-02T01:00:00Z": "6"}, values(t, set))
 	assert.Equal(t, map[translator.DropReason]int{translator.DropFutureTimestamp: 1}, st.Dropped)
 }
+
+// The Go SDK stamps every series of a cumulative instrument with the
+// instrument's start. A customer first seen more than a TTL after that start
+// counts in full when no series was forgotten since (nothing tracked can
+// have been lost), and is a baseline once one was: it may be that forgotten
+// series.
+func TestLateSeriesOfAnOldInstrument(t *testing.T) {
+	h := translator.Stream{Name: "s", Metrics: []string{"m"}, Granularity: record.Hourly, ElementName: "tenant"}
+	at := func(h, m int) time.Time { return t0.Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute) }
+	a := map[string]any{"tenant": "a"}
+	late := map[string]any{"tenant": "late"}
+	for _, tc := range []struct {
+		name   string
+		before func(tr *translator.Translator, c *clock) // from 01:10, before the late customer's first point
+		want   map[string]string
+	}{
+		{name: "nothing forgotten: counts in full",
+			before: func(tr *translator.Translator, c *clock) {
+				tr.Translate(metrics("m", cumSum, pt{attrs: a, start: at(0, 1), ts: at(1, 10), v: 1}))
+				for i, m := range []int{120, 170} { // a stays tracked
+					c.now = at(0, m)
+					tr.Translate(metrics("m", cumSum, pt{attrs: a, start: at(0, 1), ts: c.now, v: float64(2 + i)}))
+				}
+			},
+			want: map[string]string{"s late 2026-01-02T03:00:00Z": "7"}},
+		{name: "a series swept after the start: baseline",
+			before: func(tr *translator.Translator, c *clock) {
+				tr.Translate(metrics("m", cumSum, pt{attrs: a, start: at(0, 1), ts: at(0, 30), v: 1}))
+				c.now = at(2, 0)
+				tr.Translate(pmetric.NewMetrics()) // a, quiet for 90 minutes, is swept
+			},
+			want: map[string]string{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &clock{at(0, 0)}
+			tr := newTr(t, c, translator.Settings{SeriesTTL: time.Hour, MaxFutureSkew: 5 * time.Minute}, h)
+			c.now = at(1, 10)
+			tc.before(tr, c)
+			c.now = at(3, 5)
+			set, _ := tr.Translate(metrics("m", cumSum, pt{attrs: late, start: at(0, 1), ts: at(3, 5), v: 7}))
+			got := values(t, set)
+			delete(got, "s a 2026-01-02T03:00:00Z")
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}

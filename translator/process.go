@@ -387,6 +387,19 @@ func seconds(ns int64) float64 { return float64(ns) / 1e9 }
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
+// countsFromStart says whether the first point seen of a cumulative series
+// that started at start is all usage not counted yet. It is if the series
+// started after the exporter and cannot be a series that was tracked, went
+// quiet and was forgotten (whose usage was counted): it started less than a
+// TTL ago, or after the last time any series was forgotten. Each bound
+// allows for the skew the sender's clock may run ahead by. The second bound
+// matters where every series of an instrument carries its start (the Go
+// SDK's cumulative counters): a customer first seen an hour after the
+// counter was created still counts in full.
+func (t *Translator) countsFromStart(start, now int64) bool {
+	return start > t.start && (start > now-t.ttl+t.skew || start > t.lastForget+t.skew)
+}
+
 // advance applies p to its series and says what each stateful plan gets.
 // A closing point ends the series.
 func (c *callCtx) advance(p *point, closing bool) stateResult {
@@ -395,19 +408,19 @@ func (c *callCtx) advance(p *point, closing bool) stateResult {
 	s := t.series[id]
 	c.remember(id, s)
 	expired := s != nil && c.now-s.seen > t.ttl // not swept yet
+	if expired || closing {
+		t.lastForget = c.now
+	}
 	switch {
 	case (s == nil || expired) && closing:
 		delete(t.series, id)
 		return stateResult{drop: DropNoRecordedValue}
 	case s == nil && len(t.series) >= t.maxSeries:
+		t.lastForget = c.now // its usage until now is dropped, not counted later
 		return stateResult{drop: DropSeriesLimit}
 	case s == nil || expired:
 		sr := stateResult{baseline: true}
-		// A series that started after the exporter counts from its start,
-		// unless it started more than a TTL ago (less the skew its clock
-		// may run ahead by): then it may be a series that was tracked,
-		// went quiet and was forgotten, whose usage was already counted.
-		if c.kind != kindLevel && p.start != 0 && p.start < p.ts && p.start > t.start && p.start > c.now-t.ttl+t.skew {
+		if c.kind != kindLevel && p.start != 0 && p.start < p.ts && t.countsFromStart(p.start, c.now) {
 			sr = stateResult{d1: p.v, d2: p.sum}
 		}
 		if s == nil {

@@ -164,6 +164,7 @@ func (t *Translator) sweep(now int64, tx *Tx) {
 		if now-s.seen > t.ttl {
 			tx.undo = append(tx.undo, undoEntry{id: id, prev: *s, existed: true})
 			delete(t.series, id)
+			t.lastForget = now
 		}
 	}
 	t.lastSweep = now

@@ -115,6 +115,7 @@ type Translator struct {
 	maxSeries         int
 	ttl, maxAge, skew int64 // nanoseconds
 	start             int64 // unix nanoseconds
+	lastForget        int64 // clock of the last time a series was forgotten (unix ns)
 	now               func() time.Time
 	series            map[seriesID]*series
 	lastSweep         int64
