@@ -45,10 +45,11 @@
 // monotonicity, point attributes and start timestamp; a new start time is a
 // new series. The first point of a series counts in full when its start
 // timestamp is non-zero, before its timestamp, after Settings.StartTime and
-// later than now - SeriesTTL + MaxFutureSkew (an older series may have been
-// tracked, gone quiet and been forgotten, its usage already counted; the
-// skew allows for a producer clock running ahead); otherwise it only sets
-// the baseline. A value below the previous one (for
+// either later than now - SeriesTTL + MaxFutureSkew or later than the last
+// time a series was forgotten (swept, closed or refused at MaxSeries) plus
+// MaxFutureSkew: an older series may have been tracked, gone quiet and been
+// forgotten, its usage already counted; the skew allows for a producer
+// clock running ahead. Otherwise it only sets the baseline. A value below the previous one (for
 // distributions: a lower count) is a reset and the new value is the usage
 // since the reset, never a negative delta. A point not later than the
 // series' last point is dropped as out_of_order, which also makes re-sent
