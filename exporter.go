@@ -48,7 +48,9 @@ type cloudzeroExporter struct {
 	limiter   *czexporter.Limiter
 	delivery  *czexporter.Delivery // built in start: needs the host's extensions
 	dryRun    io.WriteCloser
+	conns     connCloser
 	series    atomic.Int64 // last value reported to series_tracked
+	drops     dropLog
 
 	statsMu sync.Mutex
 	stats   czexporter.LedgerStats
@@ -98,9 +100,16 @@ type flushableMetrics struct {
 }
 
 // Consume is ConsumeMetrics without exporterhelper: the usage of md is in
-// the ledger when it returns nil.
+// the ledger when it returns nil. A refusal is not counted: the caller
+// retries, and calls CountRefused when it gives up.
 func (m flushableMetrics) Consume(ctx context.Context, md pmetric.Metrics) error {
-	return m.e.push(ctx, md)
+	return m.e.consume(ctx, md)
+}
+
+// CountRefused counts points whose Consume failed with err and that will not
+// be tried again, in datapoints_refused.
+func (m flushableMetrics) CountRefused(ctx context.Context, points int, err error) {
+	m.e.countRefused(ctx, points, err)
 }
 
 // LedgerStats describes the ledger (zero before Start).
@@ -174,7 +183,7 @@ func (e *cloudzeroExporter) start(ctx context.Context, host component.Host) erro
 		e.dryRun, dcfg.DryRun = w, w
 		e.set.Logger.Warn("dry_run is on: request bodies are written out, nothing is sent to CloudZero")
 	} else {
-		httpClient, err := cfg.ClientConfig.ToClient(ctx, host.GetExtensions(), e.set.TelemetrySettings)
+		httpClient, err := e.conns.toClient(ctx, cfg.ClientConfig, host, e.set.TelemetrySettings)
 		if err != nil {
 			return err
 		}
@@ -239,6 +248,8 @@ func (e *cloudzeroExporter) shutdown(ctx context.Context) error {
 	if e.dryRun != nil {
 		errs = append(errs, e.dryRun.Close())
 	}
+	e.conns.closeIdle() // no connection outlives the exporter
+	e.drops.flush(e.set.Logger)
 	e.telemetry.Shutdown()
 	return errors.Join(errs...)
 }
@@ -247,18 +258,31 @@ func (e *cloudzeroExporter) shutdown(ctx context.Context) error {
 // committed (and, with storage, survives a crash); on an error nothing of
 // md was counted, so the sender's retry counts it once.
 func (e *cloudzeroExporter) push(ctx context.Context, md pmetric.Metrics) error {
+	err := e.consume(ctx, md)
+	if err != nil {
+		e.countRefused(ctx, md.DataPointCount(), err)
+	}
+	return err
+}
+
+func (e *cloudzeroExporter) countRefused(ctx context.Context, points int, err error) {
+	reason := "storage"
+	switch {
+	case errors.Is(err, czexporter.ErrLedgerFull):
+		reason = "max_keys"
+	case errors.Is(err, czexporter.ErrStopped):
+		reason = "stopped"
+	}
+	e.telemetry.ExporterCloudzeroDatapointsRefused.Add(ctx, int64(points), metric.WithAttributes(attribute.String("reason", reason)))
+}
+
+// consume is push without counting a refusal.
+func (e *cloudzeroExporter) consume(ctx context.Context, md pmetric.Metrics) error {
 	stats, err := e.delivery.Consume(ctx, md)
 	if err != nil {
-		reason := "storage"
-		switch {
-		case errors.Is(err, czexporter.ErrLedgerFull):
-			reason = "max_keys"
-		case errors.Is(err, czexporter.ErrStopped):
-			reason = "stopped"
-		}
-		e.telemetry.ExporterCloudzeroDatapointsRefused.Add(ctx, int64(md.DataPointCount()), metric.WithAttributes(attribute.String("reason", reason)))
 		return err
 	}
+	e.drops.add(stats.Dropped, e.set.Logger)
 	t := e.telemetry
 	t.ExporterCloudzeroDatapointsReceived.Add(ctx, int64(stats.Points))
 	t.ExporterCloudzeroDatapointsIgnored.Add(ctx, int64(stats.Ignored))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -34,9 +36,9 @@ type Exporter struct {
 	aggregation sdkmetric.AggregationSelector
 
 	mu       sync.Mutex
-	shutdown bool
-	once     sync.Once
-	stopErr  error
+	shutdown bool          // Shutdown was called
+	stopped  chan struct{} // closed when the first Shutdown has ended
+	stopErr  error         // its result, read after stopped is closed
 }
 
 var _ sdkmetric.Exporter = (*Exporter)(nil)
@@ -47,6 +49,7 @@ type inProcessComponent interface {
 	Consume(context.Context, pmetric.Metrics) error // ConsumeMetrics, without exporterhelper
 	Flush(context.Context) error
 	LedgerStats() czexporter.LedgerStats
+	CountRefused(ctx context.Context, points int, err error)
 }
 
 type options struct {
@@ -62,8 +65,9 @@ type options struct {
 type Option func(*options)
 
 // WithName names the exporter ("cloudzero/<name>"), when a process runs
-// several: it names the storage file, and is the exporter attribute of its
-// telemetry.
+// several: it names the storage file, its log entries, and its telemetry
+// (the instrumentation scope attribute otelcol.component.id, as in the
+// collector).
 func WithName(name string) Option { return func(o *options) { o.name = name } }
 
 // WithStorageDir keeps the ledger and the series state in dir, through the
@@ -153,21 +157,26 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Exporter, error) {
 		_ = host.shutdown(ctx)
 		return nil, err
 	}
-	return &Exporter{metrics: m, component: inproc, host: host, temporality: o.temporality, aggregation: o.aggregation}, nil
+	return &Exporter{metrics: m, component: inproc, host: host, temporality: o.temporality, aggregation: o.aggregation,
+		stopped: make(chan struct{})}, nil
 }
 
 func settings(o options) exporter.Settings {
-	mp := o.meterProvider
-	if mp == nil {
-		mp = metricnoop.NewMeterProvider()
+	id := component.NewID(cloudzeroexporter.NewFactory().Type())
+	if o.name != "" {
+		id = component.NewIDWithName(id.Type(), o.name)
+	}
+	var mp metric.MeterProvider = metricnoop.NewMeterProvider()
+	if o.meterProvider != nil {
+		mp = scopeAttributes{MeterProvider: o.meterProvider, attrs: []attribute.KeyValue{
+			attribute.String("otelcol.component.id", id.String()),
+			attribute.String("otelcol.component.kind", "exporter"),
+			attribute.String("otelcol.signal", "metrics"),
+		}}
 	}
 	log := o.logger
 	if log == nil {
 		log = handlerLogger()
-	}
-	id := component.NewID(cloudzeroexporter.NewFactory().Type())
-	if o.name != "" {
-		id = component.NewIDWithName(id.Type(), o.name)
 	}
 	return exporter.Settings{
 		ID: id,
@@ -179,6 +188,20 @@ func settings(o options) exporter.Settings {
 		},
 		BuildInfo: component.BuildInfo{Command: "cloudzerometric", Description: "CloudZero exporter for the OpenTelemetry Go SDK"},
 	}
+}
+
+// scopeAttributes adds attrs to the instrumentation scope of every meter,
+// as the collector does for each component's telemetry: two exporters on
+// one MeterProvider publish apart.
+type scopeAttributes struct {
+	metric.MeterProvider
+	attrs []attribute.KeyValue
+}
+
+func (p scopeAttributes) Meter(name string, opts ...metric.MeterOption) metric.Meter {
+	own := metric.NewMeterConfig(opts...).InstrumentationAttributes()
+	attrs := append(slices.Clone(p.attrs), own.ToSlice()...)
+	return p.MeterProvider.Meter(name, append(opts, metric.WithInstrumentationAttributes(attrs...))...)
 }
 
 // Temporality is the selector of WithTemporalitySelector (default
@@ -214,12 +237,14 @@ func (e *Exporter) Export(ctx context.Context, rm *metricdata.ResourceMetrics) e
 		case err == nil:
 			return nil
 		case errors.Is(err, czexporter.ErrStopped):
+			e.component.CountRefused(ctx, md.DataPointCount(), err)
 			return sdkmetric.ErrExporterShutdown
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			e.component.CountRefused(ctx, md.DataPointCount(), err) // once, not per try
 			return fmt.Errorf("cloudzero: %d data points not counted: %w (gave up: %w)", md.DataPointCount(), err, ctx.Err())
 		case <-t.C:
 		}
@@ -229,40 +254,55 @@ func (e *Exporter) Export(ctx context.Context, rm *metricdata.ResourceMetrics) e
 
 // ForceFlush sends everything the ledger holds, retrying failures until
 // ctx ends (then it returns ctx's error; what was not sent stays in the
-// ledger).
+// ledger). During or after Shutdown, which sends everything, it returns
+// Shutdown's result (or ctx's error, if ctx ends first).
 func (e *Exporter) ForceFlush(ctx context.Context) error {
-	if e.isShutdown() {
-		return nil
+	if !e.isShutdown() {
+		err := e.component.Flush(ctx)
+		if !errors.Is(err, czexporter.ErrStopped) {
+			return err
+		}
 	}
-	err := e.component.Flush(ctx)
-	if errors.Is(err, czexporter.ErrStopped) {
-		return nil // Shutdown, which sends everything, began meanwhile
-	}
-	return err
+	return e.waitStopped(ctx)
 }
 
 // Shutdown sends everything the ledger holds, retrying failures for at most
 // shutdown_timeout or until ctx ends. What CloudZero did not confirm by
 // then makes the error: with WithStorageDir it stays stored for the next
 // start; without, it is lost (and counted as records_dropped{reason=
-// "shutdown"}). Later calls return the first call's result.
+// "shutdown"}). Later calls wait for the first one (at most until their
+// own ctx ends) and return its result.
 func (e *Exporter) Shutdown(ctx context.Context) error {
 	e.mu.Lock()
+	first := !e.shutdown
 	e.shutdown = true
 	e.mu.Unlock()
-	e.once.Do(func() {
-		err := e.metrics.Shutdown(ctx)
-		if st := e.component.LedgerStats(); st.UnsentKeys > 0 {
-			fate := "lost (no storage)"
-			if e.host.storage != nil {
-				fate = "stored, sent at the next start"
-			}
-			err = errors.Join(err, fmt.Errorf("cloudzero: shutdown: %d records (%v units) not confirmed by CloudZero: %s",
-				st.UnsentKeys, st.UnsentUnits, fate))
+	if !first {
+		return e.waitStopped(ctx)
+	}
+	err := e.metrics.Shutdown(ctx)
+	if st := e.component.LedgerStats(); st.UnsentKeys > 0 {
+		fate := "lost (no storage)"
+		if e.host.storage != nil {
+			fate = "stored, sent at the next start"
 		}
-		e.stopErr = errors.Join(err, e.host.shutdown(ctx))
-	})
+		err = errors.Join(err, fmt.Errorf("cloudzero: shutdown: %d records (%v units) not confirmed by CloudZero: %s",
+			st.UnsentKeys, st.UnsentUnits, fate))
+	}
+	e.stopErr = errors.Join(err, e.host.shutdown(ctx))
+	close(e.stopped)
 	return e.stopErr
+}
+
+// waitStopped returns the first Shutdown's result once it has ended, or
+// ctx's error.
+func (e *Exporter) waitStopped(ctx context.Context) error {
+	select {
+	case <-e.stopped:
+		return e.stopErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (e *Exporter) isShutdown() bool {
