@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	bolterrors "go.etcd.io/bbolt/errors"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/exporter"
@@ -155,6 +156,10 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Exporter, error) {
 	if err := m.Start(ctx, host); err != nil {
 		_ = m.Shutdown(ctx)
 		_ = host.shutdown(ctx)
+		if errors.Is(err, bolterrors.ErrTimeout) { // file_storage could not lock the file
+			err = fmt.Errorf("cloudzero: storage directory %s is in use by another exporter named %q (in this or another process): %w",
+				o.storageDir, set.ID.String(), err)
+		}
 		return nil, err
 	}
 	return &Exporter{metrics: m, component: inproc, host: host, temporality: o.temporality, aggregation: o.aggregation,
@@ -221,10 +226,16 @@ func (e *Exporter) Aggregation(k sdkmetric.InstrumentKind) sdkmetric.Aggregation
 // (with WithStorageDir, stored); sending happens in the background, every
 // flush_interval. rm is not kept. When the usage cannot be counted yet
 // (max_keys reached, a storage write failed) Export retries until ctx
-// ends, then returns the error: the usage of rm is then not counted.
+// ends, then returns the error: the usage of rm is then lost, and counted
+// in datapoints_refused. The PeriodicReader gives Export a
+// context bounded by its timeout (WithTimeout, default 30s); a context
+// without a deadline lets Export wait until the ledger has room again.
 func (e *Exporter) Export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
 	if e.isShutdown() {
 		return sdkmetric.ErrExporterShutdown
+	}
+	if rm == nil {
+		return nil
 	}
 	md := toPdata(rm)
 	if md.DataPointCount() == 0 {

@@ -325,6 +325,24 @@ func TestStorageDirKeepsWhatWasNotSent(t *testing.T) {
 	assert.Equal(t, int64(2), a.em.Ledger().RequestsByRoute[emulator.RouteReplace]["200"]+a.em.Ledger().RequestsByRoute[emulator.RouteSum]["200"])
 }
 
+// TestStorageDirInUse: a second exporter of the same name on the same
+// directory cannot open the file the first holds; the error says which and
+// why, and the first one goes on unharmed.
+func TestStorageDirInUse(t *testing.T) {
+	a := newAPI(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	first, err := New(ctx, testConfig(a.srv.URL), WithStorageDir(dir))
+	require.NoError(t, err)
+	_, err = New(ctx, testConfig(a.srv.URL), WithStorageDir(dir))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), dir)
+	assert.Contains(t, err.Error(), "in use by another exporter named \"cloudzero\"")
+	require.NoError(t, first.Export(ctx, manualRM("c1", 2, time.Now())))
+	require.NoError(t, first.Shutdown(ctx))
+	assert.Equal(t, map[string]string{key("requests", "c1", feat("search")): "2"}, a.totals(t))
+}
+
 // TestConcurrentExportFlushShutdown: the three are safe to call at once;
 // every Export that returned nil is in CloudZero exactly once.
 func TestConcurrentExportFlushShutdown(t *testing.T) {
