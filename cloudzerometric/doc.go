@@ -32,13 +32,15 @@
 //     Aggregation: the SDK's default (explicit-bucket histograms; streams
 //     use a histogram's count or sum, never its buckets).
 //   - Errors: a config error at New names the field, as the collector's
-//     validation does. Send failures and drops are logged (by default to
-//     otel.Handle, warnings and errors only). The API key appears in
-//     neither.
+//     validation does. Send failures and dropped points are logged (drops
+//     at most once a minute, by reason; by default to otel.Handle, warnings
+//     and errors only). The API key appears in neither.
 //   - Telemetry: the collector exporter's instruments
 //     (otelcol_exporter_cloudzero_records_sent, _datapoints_dropped{reason},
 //     _ambiguous_records, the ledger gauges, ...) on the MeterProvider of
-//     WithMeterProvider; never pass the provider being exported.
+//     WithMeterProvider, with the instrumentation scope attribute
+//     otelcol.component.id ("cloudzero" or "cloudzero/<WithName>"); never
+//     pass the provider being exported.
 //
 // Use a collector instead when several services share the usage streams,
 // when the data is already sent over OTLP, or when the gateway should own
