@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -98,8 +97,8 @@ func (c *Client) postRecords(ctx context.Context, op Op, stream string, records 
 	}
 	b := append(make([]byte, 0, 256*len(records)), bodyPrefix...)
 	for i, r := range records {
-		if !(r.Value > 0) || math.IsInf(r.Value, 0) {
-			return fmt.Errorf("%w: record %d: value %v is not a finite number > 0", ErrInvalid, i, r.Value)
+		if err := record.ValidValue(r.Value); err != nil {
+			return fmt.Errorf("%w: record %d: %w", ErrInvalid, i, err)
 		}
 		if i > 0 {
 			b = append(b, ',')

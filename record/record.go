@@ -117,6 +117,37 @@ type Key string
 // bound lets a record's size be known before its value (MaxEncodedBytes).
 const MaxValueChars = 64
 
+// ValueFits reports whether v can be sent: finite, and as a plain decimal
+// rounded to 15 significant digits at most MaxValueChars characters. (A
+// value must also be > 0; a caller that nets usage checks that itself.)
+func ValueFits(v float64) bool {
+	v = math.Abs(v)
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return false
+	}
+	// Fast path: in [1e-6, 1e9) a value takes at most 9 integer digits or
+	// 5 leading zeros, the point and 15 digits; formatting is costly.
+	if v == 0 || (v >= 1e-6 && v < 1e9) {
+		return true
+	}
+	var buf [80]byte
+	return len(AppendValue(buf[:0], v)) <= MaxValueChars
+}
+
+// ValidValue says why v cannot be a record's value, or nil: CloudZero
+// needs a number > 0, and it must fit MaxValueChars.
+func ValidValue(v float64) error {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return fmt.Errorf("value %v is not a finite number", v)
+	case !(v > 0):
+		return fmt.Errorf("value %v is not > 0 (CloudZero takes only positive values)", v)
+	case !ValueFits(v):
+		return fmt.Errorf("value %v does not fit %d plain decimal characters at 15 significant digits", v, MaxValueChars)
+	}
+	return nil
+}
+
 // maxValueBytes bounds the encoded value and closing brace `"123.456"}`.
 const maxValueBytes = 2 + MaxValueChars + 1
 

@@ -111,3 +111,22 @@ func TestSet(t *testing.T) {
 	var nilSet *Set
 	assert.Zero(t, nilSet.Len())
 }
+
+// ValueFits' fast path must never claim a value fits that AppendValue
+// prints longer; outside it, the printed length decides.
+func TestValueFits(t *testing.T) {
+	for _, v := range []float64{1e-6, 1.23456789012345e-6, 0.1 + 0.2, 1, 999999999.999999, 123456789.123456789,
+		math.Nextafter(1e9, 0), 1.0 / 3, 2.0 / 3 * 1e-5, 1e30, 1.5e63, 1.234e-40, -5} {
+		require.True(t, ValueFits(v), "%v", v)
+		require.LessOrEqual(t, len(AppendValue(nil, math.Abs(v))), MaxValueChars, "%v", v)
+	}
+	for _, v := range []float64{1e64, 1.0 / 3 * 1e-48, math.NaN(), math.Inf(1), math.Inf(-1)} {
+		require.False(t, ValueFits(v), "%v", v)
+	}
+	for v, want := range map[float64]string{
+		0: "not > 0", -1: "not > 0", math.NaN(): "not a finite number", 1e64: "does not fit",
+	} {
+		require.ErrorContains(t, ValidValue(v), want, "%v", v)
+	}
+	require.NoError(t, ValidValue(0.5))
+}

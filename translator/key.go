@@ -294,12 +294,6 @@ func readStr(s string) (string, string) {
 	return rest[:n], rest[n:]
 }
 
-// plainFits reports, without formatting, that v > 0 prints in at most
-// record.MaxValueChars characters: with at most 15 significant digits, a
-// value in [1e-6, 1e9) takes at most 9 integer digits or 5 leading zeros,
-// the point and 15 digits. Formatting is the hot path's costliest step.
-func plainFits(v float64) bool { return v >= 1e-6 && v < 1e9 }
-
 // Output is one record of a translation: distinct (Stream, Key) within it.
 type Output struct {
 	Stream string
@@ -319,14 +313,13 @@ type Output struct {
 // were split into exports. Zero and out-of-range totals are dropped.
 func (t *Translator) flush(st *Stats) []Output {
 	out := t.out[:0]
-	var buf [32]byte
 	for _, e := range t.touched {
 		switch v := e.v; {
 		case !finite(v):
 			st.drop(DropValueOutOfRange, 0)
 		case v == 0:
 			st.drop(DropNonPositive, 0)
-		case !plainFits(math.Abs(v)) && len(record.AppendValue(buf[:0], math.Abs(v))) > record.MaxValueChars:
+		case !record.ValueFits(v):
 			st.drop(DropValueOutOfRange, v)
 		default:
 			if e.key == "" {
