@@ -371,8 +371,9 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	sc := bufio.NewScanner(strings.NewReader(string(p)))
 	sc.Buffer(nil, len(p)+1)
 	for sc.Scan() {
-		stream, body, _ := strings.Cut(sc.Text(), " ")
-		w.logger.Info("dry_run: request not sent", zap.String("stream", stream), zap.String("body", body))
+		stream, rest, _ := strings.Cut(sc.Text(), " ")
+		op, body, _ := strings.Cut(rest, " ")
+		w.logger.Info("dry_run: request not sent", zap.String("stream", stream), zap.String("operation", op), zap.String("body", body))
 	}
 	return len(p), nil
 }

@@ -219,9 +219,11 @@ func TestDryRunWritesBodiesAndSendsNothing(t *testing.T) {
 	assert.Zero(t, em.Ledger().RecordsAccepted)
 	b, err := os.ReadFile(cfg.DryRunFile)
 	require.NoError(t, err)
-	stream, body, ok := strings.Cut(strings.TrimSpace(string(b)), " ")
-	require.True(t, ok)
+	parts := strings.SplitN(strings.TrimSpace(string(b)), " ", 3)
+	require.Len(t, parts, 3)
+	stream, op, body := parts[0], parts[1], parts[2]
 	assert.Equal(t, "requests", stream)
+	assert.Equal(t, "sum", op)
 	var req struct {
 		Records []map[string]any `json:"records"`
 	}

@@ -75,15 +75,19 @@ type DeliveryConfig struct {
 	Limiter              *Limiter // nil: no client-side limit
 	Client               *Client
 	// DryRun, if set, receives each request body instead of CloudZero (one
-	// line per request: the stream name, a space, the JSON body); Client
-	// may then be nil.
+	// line per request: the stream name, the operation and the JSON body,
+	// separated by spaces); Client may then be nil.
 	DryRun io.Writer
 	// Storage keeps the ledger and the series state across restarts (nil:
 	// memory only). The Delivery closes it at Shutdown.
-	Storage  storage.Client
-	Logger   *zap.Logger
-	Observer Observer
-	Now      func() time.Time // default time.Now
+	Storage storage.Client
+	// TotalsGiven allows OpReplace without Storage: the caller adds each
+	// key's full total in one run (AddRecords from a file), so no restart
+	// can make a partial total.
+	TotalsGiven bool
+	Logger      *zap.Logger
+	Observer    Observer
+	Now         func() time.Time // default time.Now
 }
 
 // Delivery is the exporter's delivery core, independent of the collector:
@@ -133,7 +137,7 @@ func NewDelivery(cfg DeliveryConfig) (*Delivery, error) {
 	if cfg.Op != OpSum && cfg.Op != OpReplace {
 		return nil, fmt.Errorf("cloudzero: delivery must be sum or replace, not %q", cfg.Op)
 	}
-	if cfg.Op == OpReplace && cfg.Storage == nil {
+	if cfg.Op == OpReplace && cfg.Storage == nil && !cfg.TotalsGiven {
 		return nil, errors.New("cloudzero: replace needs storage: without the stored totals, a restart would overwrite each bucket with a partial total")
 	}
 	if cfg.Client == nil && cfg.DryRun == nil {
@@ -276,17 +280,29 @@ func (d *Delivery) Consume(ctx context.Context, md pmetric.Metrics) (translator.
 		tx.Rollback()
 		return translator.Stats{}, ErrLedgerFull
 	}
+	if err := d.commitAdds(ctx, now, tx.Changes); err != nil {
+		tx.Rollback()
+		return translator.Stats{}, err
+	}
+	return tx.Commit(), nil
+}
+
+// commitAdds counts the scratch's adds into the ledger and journals them
+// with the series changes. On an error nothing of them is left.
+func (d *Delivery) commitAdds(ctx context.Context, now int64, changes func() []byte) error {
+	l, s := d.ledger, &d.scratch
 	for i := range s.adds {
 		a := &s.adds[i]
 		if a.id == noID {
 			id, err := l.bind(noID, a.stream, a.key)
-			if err != nil { // not reached: the translator builds valid keys
+			if err != nil { // not reached: keys are built by record.AppendKey
 				d.undoConsume()
-				tx.Rollback()
-				return translator.Stats{}, err
+				return err
 			}
 			a.id = id
-			*a.ref = uint64(id) + 1
+			if a.ref != nil {
+				*a.ref = uint64(id) + 1
+			}
 			s.binds = append(s.binds, id)
 		} else {
 			e := &l.entries[a.id]
@@ -294,20 +310,53 @@ func (d *Delivery) Consume(ctx context.Context, md pmetric.Metrics) (translator.
 		}
 		l.add(a.id, a.value, now)
 	}
-	if d.journal != nil {
-		if changes := tx.Changes(); len(s.adds) > 0 || changes != nil {
-			d.encBuf = d.encodeConsume(d.encBuf[:0], now, changes)
-			if err := d.journal.append(ctx, d.encBuf); err != nil {
-				d.undoConsume()
-				tx.Rollback()
-				return translator.Stats{}, fmt.Errorf("storage: %w", err)
-			}
-			if d.journal.wantsCompaction() {
-				d.askCompaction()
-			}
+	if d.journal == nil {
+		return nil
+	}
+	if ch := changes(); len(s.adds) > 0 || ch != nil {
+		d.encBuf = d.encodeConsume(d.encBuf[:0], now, ch)
+		if err := d.journal.append(ctx, d.encBuf); err != nil {
+			d.undoConsume()
+			return fmt.Errorf("storage: %w", err)
+		}
+		if d.journal.wantsCompaction() {
+			d.askCompaction()
 		}
 	}
-	return tx.Commit(), nil
+	return nil
+}
+
+// AddRecords counts records given as such, not translated from metrics
+// (the cloudzero command's files), into the ledger: every key of every
+// stream of set, with its value. Keys must come from record.NewKey. It
+// returns once they are committed, like Consume; on an error nothing
+// changed: ErrLedgerFull, a storage error, ErrStopped or ErrNotStarted.
+func (d *Delivery) AddRecords(ctx context.Context, set *record.Set) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopped {
+		return ErrStopped
+	}
+	if d.journal != nil && !d.restored {
+		return ErrNotStarted
+	}
+	l, s := d.ledger, &d.scratch
+	s.adds, s.undo, s.binds = s.adds[:0], s.undo[:0], s.binds[:0]
+	newKeys := 0
+	for _, stream := range set.Streams() {
+		for k, v := range set.Records(stream) {
+			id, ok := l.lookup(stream, k)
+			if !ok {
+				id = noID
+				newKeys++
+			}
+			s.adds = append(s.adds, pendingAdd{stream: stream, key: k, value: v, id: id})
+		}
+	}
+	if l.live+newKeys > d.cfg.MaxKeys {
+		return ErrLedgerFull
+	}
+	return d.commitAdds(ctx, d.now().UnixNano(), func() []byte { return nil })
 }
 
 func (d *Delivery) undoConsume() {

@@ -720,3 +720,54 @@ func TestSeriesStartedWhileDownCountsInFull(t *testing.T) {
 	shutdownNow(t, d)
 	assert.Equal(t, "40", total(em.Ledger(), "s"))
 }
+
+// AddRecords: records given as such reach CloudZero as given, merged by
+// key, with both operations; replace without storage when the totals are
+// given; a journaled AddRecords replays like a Consume.
+func TestAddRecords(t *testing.T) {
+	keyOf := func(el string, at time.Time) record.Key {
+		k, err := record.NewKey(record.Record{Timestamp: at, Granularity: record.Hourly, ElementName: el})
+		require.NoError(t, err)
+		return k
+	}
+	old := recent.Truncate(time.Hour).Add(-72 * time.Hour) // a backfill: older than any open bucket
+	set := record.NewSet()
+	set.Add("s", keyOf("a", recent.Truncate(time.Hour)), 2)
+	set.Add("s", keyOf("a", recent.Truncate(time.Hour)), 3)
+	set.Add("s", keyOf("b", old), 7)
+	set.Add("t", keyOf("a", old), 1.5)
+	for _, op := range []Op{OpSum, OpReplace} {
+		t.Run(string(op), func(t *testing.T) {
+			em := startEm(t, emulator.Config{})
+			store := newMemStorage()
+			d := testDelivery(t, em, func(c *DeliveryConfig) { c.Op, c.TotalsGiven, c.Storage = op, true, store })
+			faults := []emulator.FaultStep{{Count: 2, Status: 503}, {Count: 1, Status: 429}}
+			if op == OpReplace { // an applied 503 is harmless only to replace
+				faults = append(faults, emulator.FaultStep{Count: 1, Status: 503, Apply: true})
+			}
+			require.NoError(t, em.Server.SetFaults(emulator.FaultConfig{Steps: faults}))
+			require.NoError(t, d.AddRecords(context.Background(), set))
+			restored := restoreFrom(t, em, store.copy())
+			assertSameLedger(t, d, restored, 0)
+			shutdownNow(t, restored)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			require.NoError(t, d.Flush(ctx))
+			shutdownNow(t, d)
+			l := em.Ledger()
+			assert.Equal(t, "12", total(l, "s"))
+			assert.Equal(t, "1.5", total(l, "t"))
+			met := 0
+			for _, f := range faults {
+				met += f.Count
+			}
+			assert.EqualValues(t, met, l.RequestsByStatus["503"]+l.RequestsByStatus["429"], "every fault was met")
+		})
+	}
+	t.Run("replace needs storage unless the totals are given", func(t *testing.T) {
+		_, err := NewDelivery(DeliveryConfig{Op: OpReplace, Client: NewClient(nil, "http://127.0.0.1:1", testKey)})
+		require.ErrorContains(t, err, "replace needs storage")
+		_, err = NewDelivery(DeliveryConfig{Op: OpReplace, TotalsGiven: true, Client: NewClient(nil, "http://127.0.0.1:1", testKey)})
+		require.NoError(t, err)
+	})
+}

@@ -396,11 +396,20 @@ func (b *backoff) reset() { b.n = 0 }
 // what CloudZero asked for (Retry-After) or the daily budget requires, if
 // longer.
 func (b *backoff) next(err error) time.Duration {
-	d := float64(b.cfg.InitialInterval) * math.Pow(b.cfg.Multiplier, float64(b.n))
-	d = min(d, float64(b.cfg.MaxInterval))
-	if r := b.cfg.RandomizationFactor; r > 0 {
+	d := b.cfg.Delay(b.n, err)
+	b.n++
+	return d
+}
+
+// Delay is the wait before the retry that follows n consecutive failures
+// (n from 0), the last with err: InitialInterval × Multiplier^n up to
+// MaxInterval, randomised, or what CloudZero asked for (Retry-After) or
+// the daily budget requires, if longer.
+func (b Backoff) Delay(n int, err error) time.Duration {
+	d := float64(b.InitialInterval) * math.Pow(b.Multiplier, float64(n))
+	d = min(d, float64(b.MaxInterval))
+	if r := b.RandomizationFactor; r > 0 {
 		d *= 1 - r + 2*r*rand.Float64()
 	}
-	b.n++
 	return max(time.Duration(d), RetryAfter(err))
 }

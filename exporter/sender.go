@@ -154,7 +154,7 @@ func (d *Delivery) request(ctx context.Context, op Op, stream string, es []sendE
 	*bufp = body
 	defer bufPool.Put(bufp)
 	if d.cfg.DryRun != nil {
-		if err := d.writeDryRun(stream, body); err != nil {
+		if err := d.writeDryRun(stream, op, body); err != nil {
 			return err
 		}
 		if f := d.cfg.Observer.DryRun; f != nil {
@@ -363,9 +363,11 @@ func streamMissing(err error) bool {
 		strings.Contains(strings.ToLower(se.Body), "must exist")
 }
 
-func (d *Delivery) writeDryRun(stream string, body []byte) error {
-	line := make([]byte, 0, len(stream)+len(body)+2)
-	line = append(append(append(append(line, stream...), ' '), body...), '\n')
+// writeDryRun writes "stream op body\n": the request as it would be sent
+// (cloudzero replay sends such a file).
+func (d *Delivery) writeDryRun(stream string, op Op, body []byte) error {
+	line := make([]byte, 0, len(stream)+len(op)+len(body)+3)
+	line = append(append(append(append(append(append(line, stream...), ' '), op...), ' '), body...), '\n')
 	_, err := d.cfg.DryRun.Write(line)
 	return err
 }
