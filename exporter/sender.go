@@ -36,6 +36,10 @@ type Observer struct {
 	// Bisected: a request refused with 400 that is split to find the
 	// records CloudZero refuses.
 	Bisected func(ctx context.Context, stream string)
+	// Settled: the keys of a request CloudZero answered for good, refused
+	// nil if it accepted them (not in dry-run mode), else the refusal. For
+	// callers that report per key (the cloudzero command).
+	Settled func(stream string, op Op, keys []record.Key, refused error)
 }
 
 func (o Observer) dropped(ctx context.Context, stream, reason string, records int, units float64) {
@@ -322,6 +326,17 @@ func (d *Delivery) settle(ctx context.Context, stream string, op Op, es []sendEn
 	if jerr != nil {
 		d.log.Error("Writing a send's outcome to storage failed: after a restart these records are sent again (with sum, they may then count twice)",
 			zap.String("stream", stream), zap.Int("records", len(es)), zap.Error(jerr))
+	}
+	if f := d.cfg.Observer.Settled; f != nil && o != outcomeFailed && (o == outcomeRefused || d.cfg.DryRun == nil) {
+		keys := make([]record.Key, len(es))
+		for i, e := range es {
+			keys[i] = e.key
+		}
+		var refused error
+		if o == outcomeRefused {
+			refused = err
+		}
+		f(stream, op, keys, refused)
 	}
 	switch o {
 	case outcomeAccepted:

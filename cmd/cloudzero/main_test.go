@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/cloudzero-otel/cloudzeroexporter/internal/emulator"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const testKey = "test-key-5ecr3t"
+
+// hourAgo is the start of the hour before the current one: a closed bucket.
+var hourAgo = time.Now().UTC().Truncate(time.Hour).Add(-time.Hour)
+
+func ts(h int) string { return hourAgo.Add(time.Duration(-h) * time.Hour).Format(time.RFC3339) }
+
+func startEmulator(t *testing.T, cfg emulator.Config) *emulator.Instance {
+	t.Helper()
+	cfg.APIKey = testKey
+	em, err := emulator.Start("127.0.0.1:0", cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = em.Shutdown(context.Background()) })
+	return em
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// cz runs the command with the test key in its environment.
+func cz(t *testing.T, ctx context.Context, args ...string) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(ctx, args, env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb,
+		getenv: func(k string) string {
+			if k == keyEnv {
+				return testKey
+			}
+			return ""
+		}, now: time.Now})
+	r := result{code, out.String(), errb.String()}
+	assert.NotContains(t, r.stdout+r.stderr, testKey, "the API key was printed")
+	return r
+}
+
+func write(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
+	return p
+}
+
+// entries maps "stream element timestamp filter" to the stored value.
+func entries(em *emulator.Instance) map[string]string {
+	out := map[string]string{}
+	for _, s := range em.Ledger().Streams {
+		for _, e := range s.Entries {
+			out[fmt.Sprintf("%s %s %s %v", s.Name, e.ElementName, e.Timestamp, e.Filter)] = e.Value
+		}
+	}
+	return out
+}
+
+// fast: retries every ~50ms instead of 1s, so that fault storms take
+// moments; the retry policy is the flag under test nowhere else.
+var fast = []string{"--retry-initial-interval", "50ms", "--retry-max-interval", "200ms"}
+
+func sendArgs(em *emulator.Instance, args ...string) []string {
+	return append(append([]string{args[0], "--endpoint", em.URL}, fast...), args[1:]...)
+}
+
+var csvInput = "timestamp,granularity,element_name,value,custom:feature\n" +
+	ts(1) + ",HOURLY,c1,10,search\n" +
+	hourAgo.Add(-time.Hour+30*time.Minute).Format(time.RFC3339) + ",HOURLY,c1,2.5,search\n" + // same bucket: merged
+	ts(2) + ",HOURLY,c2,4,search|export\n"
+
+var jsonInput = `{"records": [
+  {"timestamp": "` + ts(1) + `", "granularity": "HOURLY", "element_name": "c1", "filter": {"custom:feature": ["search"]}, "value": "12.5"},
+  {"timestamp": "` + ts(2) + `", "granularity": "HOURLY", "element_name": "c2", "filter": {"custom:feature": ["export", "search"]}, "value": 4}
+]}`
+
+var jsonLinesInput = `{"timestamp": "` + ts(1) + `", "granularity": "HOURLY", "element_name": "c1", "filter": {"custom:feature": ["search"]}, "value": "12.5"}
+{"timestamp": "` + ts(2) + `", "granularity": "HOURLY", "element_name": "c2", "filter": {"custom:feature": ["search", "export"]}, "value": "4"}
+`
+
+var wantGood = map[string]string{
+	"s c1 " + ts(1) + " map[custom:feature:[search]]":        "12.5",
+	"s c2 " + ts(2) + " map[custom:feature:[export search]]": "4",
+}
+
+// Each input form, each operation: a dry run sends nothing; --yes sends
+// the merged records; a second replace changes nothing, a second sum adds.
+func TestSendGoodInput(t *testing.T) {
+	ctx := context.Background()
+	for _, in := range []struct{ name, file, content string }{
+		{"csv", "in.csv", csvInput}, {"json", "in.json", jsonInput}, {"json lines", "in.jsonl", jsonLinesInput},
+	} {
+		for _, op := range []string{"replace", "sum"} {
+			t.Run(in.name+" "+op, func(t *testing.T) {
+				em := startEmulator(t, emulator.Config{})
+				f := write(t, in.file, in.content)
+				r := cz(t, ctx, sendArgs(em, "send", "--stream", "s", "--op", op, f)...)
+				require.Equal(t, exitOK, r.code, r.stderr)
+				assert.Contains(t, r.stdout, "dry run: nothing was sent")
+				assert.Regexp(t, `s\s+`+op+`\s+2\s+2\s+`+ts(2)+`\s+`+ts(1)+`\s+16.5`, r.stdout)
+				assert.Empty(t, entries(em))
+
+				r = cz(t, ctx, sendArgs(em, "send", "--stream", "s", "--op", op, f, "--yes")...)
+				require.Equal(t, exitOK, r.code, r.stderr)
+				assert.Contains(t, r.stdout, "applied 2 records, refused 0, not sent 0")
+				assert.Equal(t, wantGood, entries(em))
+
+				r = cz(t, ctx, sendArgs(em, "send", "--stream", "s", "--op", op, "--yes", f)...)
+				require.Equal(t, exitOK, r.code, r.stderr)
+				want := wantGood
+				if op == "sum" {
+					want = map[string]string{}
+					for k, v := range wantGood {
+						want[k] = map[string]string{"12.5": "25", "4": "8"}[v]
+					}
+				}
+				assert.Equal(t, want, entries(em))
+			})
+		}
+	}
+}
+
+// Every validation rule, each reported with its file and line, and
+// nothing sent.
+func TestSendBadInput(t *testing.T) {
+	ctx := context.Background()
+	head := "timestamp,granularity,element_name,value,custom:feature\n"
+	long := strings.Repeat("x", 10_001)
+	many := func(n int) string {
+		var v []string
+		for i := range n {
+			v = append(v, fmt.Sprintf("v%d", i))
+		}
+		return strings.Join(v, "|")
+	}
+	for _, tc := range []struct {
+		name, file, content, want string
+		args                      []string
+	}{
+		{"zone-less timestamp", "a.csv", head + "2026-11-02T13:00:00,HOURLY,c1,1,s\n", "a.csv:2: timestamp \"2026-11-02T13:00:00\": no time zone", nil},
+		{"not a timestamp", "a.csv", head + "yesterday,HOURLY,c1,1,s\n", "a.csv:2: timestamp \"yesterday\": not RFC 3339", nil},
+		{"future", "a.csv", head + "2099-01-01T00:00:00Z,HOURLY,c1,1,s\n", "a.csv:2: timestamp 2099-01-01T00:00:00Z is in the future", nil},
+		{"granularity", "a.csv", head + ts(1) + ",WEEKLY,c1,1,s\n", "a.csv:2: granularity \"WEEKLY\": must be HOURLY or DAILY", nil},
+		{"empty element", "a.csv", head + ts(1) + ",HOURLY,,1,s\n", "a.csv:2: empty element_name", nil},
+		{"negative", "a.csv", head + ts(1) + ",HOURLY,c1,-3,s\n", "a.csv:2: value -3 is not > 0", nil},
+		{"zero", "a.csv", head + ts(1) + ",HOURLY,c1,0,s\n", "a.csv:2: value 0 is not > 0", nil},
+		{"NaN", "a.csv", head + ts(1) + ",HOURLY,c1,NaN,s\n", "a.csv:2: value NaN is not a finite number", nil},
+		{"not a number", "a.csv", head + ts(1) + ",HOURLY,c1,12 units,s\n", "a.csv:2: value \"12 units\": not a number", nil},
+		{"out of range", "a.csv", head + ts(1) + ",HOURLY,c1,1e64,s\n", "a.csv:2: value 1e+64 does not fit", nil},
+		{"empty filter cell", "a.csv", head + ts(1) + ",HOURLY,c1,1,\n", "a.csv:2: filter \"custom:feature\" has no value", nil},
+		{"too many values", "a.csv", head + ts(1) + ",HOURLY,c1,1," + many(21) + "\n", "a.csv:2: more than 20 values for a filter key", nil},
+		{"too many keys", "a.csv", "timestamp,granularity,element_name,value,a,b,c,d,e,f\n" + ts(1) + ",HOURLY,c1,1,1,2,3,4,5,6\n", "a.csv:2: more than 5 filter keys", nil},
+		{"record too large", "a.csv", head + ts(1) + ",HOURLY," + long + ",1,s\n", "a.csv:2: encoded record larger than 10000 bytes", nil},
+		{"missing column", "a.csv", "timestamp,element_name,value\n" + ts(1) + ",c1,1\n", "a.csv:1: the header has no \"granularity\" column", nil},
+		{"field count", "a.csv", head + ts(1) + ",HOURLY,c1,1,s,extra\n", "a.csv:2: record on line 2: wrong number of fields", nil},
+		{"granularities differ", "a.csv", head + ts(1) + ",HOURLY,c1,1,s\n" + ts(1)[:10] + ",DAILY,c1,1,s\n", "a.csv:3: granularity DAILY differs from HOURLY at a.csv:2", nil},
+		{"filter keys differ", "a.jsonl", `{"timestamp":"` + ts(1) + `","granularity":"HOURLY","element_name":"c1","value":1}` + "\n" +
+			`{"timestamp":"` + ts(1) + `","granularity":"HOURLY","element_name":"c2","filter":{"tag:env":["prod"]},"value":1}` + "\n",
+			"a.jsonl:2: filter keys [tag:env] differ from [] at a.jsonl:1", nil},
+		{"unknown field", "a.jsonl", `{"timestamp":"` + ts(1) + `","granularity":"HOURLY","element-name":"c1","value":1}` + "\n", "a.jsonl:1: not a JSON record: json: unknown field \"element-name\"", nil},
+		{"missing value", "a.json", "{\"records\": [\n{\"timestamp\":\"" + ts(1) + "\",\"granularity\":\"HOURLY\",\"element_name\":\"c1\"},\n" +
+			"{\"timestamp\":\"" + ts(1) + "\",\"granularity\":\"HOURLY\",\"element_name\":\"c1\"}]}", "a.json:3: value is missing", nil},
+		{"bad stream name", "a.csv", head + ts(1) + ",HOURLY,c1,1,s\n", "a.csv:2: stream name \"bad/name\": must match", []string{"--stream", "bad/name"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			em := startEmulator(t, emulator.Config{})
+			dir := t.TempDir()
+			f := filepath.Join(dir, tc.file)
+			require.NoError(t, os.WriteFile(f, []byte(tc.content), 0o600))
+			args := tc.args
+			if args == nil {
+				args = []string{"--stream", "s"}
+			}
+			r := cz(t, ctx, sendArgs(em, append(append([]string{"send"}, args...), "--yes", f)...)...)
+			assert.Equal(t, exitUsage, r.code)
+			assert.Contains(t, strings.ReplaceAll(r.stderr, dir+"/", ""), tc.want)
+			assert.Contains(t, r.stderr, "nothing was sent")
+			assert.Empty(t, em.Ledger().RequestsByStatus, "nothing reached CloudZero")
+		})
+	}
+}
