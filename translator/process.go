@@ -400,6 +400,10 @@ func (t *Translator) countsFromStart(start, now int64) bool {
 	return start > t.start && (start > now-t.ttl+t.skew || start > t.lastForget+t.skew)
 }
 
+// forgot records that a series may have been forgotten at now (a clock
+// stepping back does not move it back).
+func (t *Translator) forgot(now int64) { t.lastForget = max(t.lastForget, now) }
+
 // advance applies p to its series and says what each stateful plan gets.
 // A closing point ends the series.
 func (c *callCtx) advance(p *point, closing bool) stateResult {
@@ -409,14 +413,14 @@ func (c *callCtx) advance(p *point, closing bool) stateResult {
 	c.remember(id, s)
 	expired := s != nil && c.now-s.seen > t.ttl // not swept yet
 	if expired || closing {
-		t.lastForget = c.now
+		t.forgot(c.now)
 	}
 	switch {
 	case (s == nil || expired) && closing:
 		delete(t.series, id)
 		return stateResult{drop: DropNoRecordedValue}
 	case s == nil && len(t.series) >= t.maxSeries:
-		t.lastForget = c.now // its usage until now is dropped, not counted later
+		t.forgot(c.now) // its usage until now is dropped, not counted later
 		return stateResult{drop: DropSeriesLimit}
 	case s == nil || expired:
 		sr := stateResult{baseline: true}

@@ -164,7 +164,7 @@ func (t *Translator) sweep(now int64, tx *Tx) {
 		if now-s.seen > t.ttl {
 			tx.undo = append(tx.undo, undoEntry{id: id, prev: *s, existed: true})
 			delete(t.series, id)
-			t.lastForget = now
+			t.forgot(now)
 		}
 	}
 	t.lastSweep = now
@@ -252,6 +252,10 @@ func (t *Translator) RestoreStateAt(b []byte, asOf time.Time) error {
 		t.series[id] = sr
 	}
 	t.lastSweep = math.MinInt64 / 2 // sweep expired series at the next call
+	// An earlier run may have forgotten series (swept, refused at
+	// MaxSeries) whose usage it counted: no series started before now
+	// counts in full by the second bound of countsFromStart.
+	t.forgot(max(now, t.now().UnixNano()))
 	return nil
 }
 
@@ -270,6 +274,7 @@ func (t *Translator) SetStartTime(start time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.start = start.UnixNano()
+	t.forgot(t.now().UnixNano()) // the earlier runs' forgets are unknown: see RestoreStateAt
 }
 
 // ShiftSeen moves the time every series was last seen d later. After a
