@@ -197,3 +197,103 @@ func TestSendBadInput(t *testing.T) {
 		})
 	}
 }
+
+// bigCSV is n records of one stream over n/10 elements and 10 hours.
+func bigCSV(n int, value string) string {
+	var b strings.Builder
+	b.WriteString("timestamp,granularity,element_name,value\n")
+	for i := range n {
+		fmt.Fprintf(&b, "%s,HOURLY,c%03d,%s\n", ts(i%10), i/10, value)
+	}
+	return b.String()
+}
+
+// A storm of 429s (with Retry-After) and 503s, some 503s applied: replace
+// loses nothing and doubles nothing; sum (without applied faults, which
+// would double it by design) too. Requests of 100 records, 1,000 records.
+func TestSendThroughAStorm(t *testing.T) {
+	ctx := context.Background()
+	one := 1
+	for _, tc := range []struct {
+		op     string
+		faults []emulator.FaultStep
+	}{
+		{"replace", []emulator.FaultStep{{Count: 3, Status: 503}, {Count: 2, Status: 429, RetryAfterSeconds: &one}, {Count: 1}, {Count: 3, Status: 503, Apply: true}, {Count: 1, Status: 502}}},
+		{"sum", []emulator.FaultStep{{Count: 3, Status: 503}, {Count: 2, Status: 429, RetryAfterSeconds: &one}, {Count: 1}, {Count: 2, Status: 503}, {Count: 1, Status: 502}}},
+	} {
+		t.Run(tc.op, func(t *testing.T) {
+			em := startEmulator(t, emulator.Config{Faults: emulator.FaultConfig{Steps: tc.faults}})
+			f := write(t, "big.csv", bigCSV(1000, "1.5"))
+			r := cz(t, ctx, sendArgs(em, "send", "--stream", "s", "--op", tc.op, "--max-records-per-request", "100", "--yes", f)...)
+			require.Equal(t, exitOK, r.code, r.stderr)
+			assert.Contains(t, r.stdout, "applied 1000 records, refused 0, not sent 0")
+			l := em.Ledger()
+			require.Len(t, l.Streams, 1)
+			assert.Equal(t, "1500", l.Streams[0].Total)
+			assert.Len(t, l.Streams[0].Entries, 1000)
+			for _, e := range l.Streams[0].Entries {
+				require.Equal(t, "1.5", e.Value, "%+v", e)
+			}
+			assert.EqualValues(t, 10, l.RequestsByStatus["200"], "ten requests of 100 records accepted")
+			assert.Contains(t, r.stderr, "settled", "progress lines")
+		})
+	}
+}
+
+// An interrupted send --op replace (CloudZero stops answering part way;
+// the run gives up) is partly applied (exit 3, listed), and running the
+// same command again gives the ledger of one clean run.
+func TestInterruptedReplaceRunsAgainExactly(t *testing.T) {
+	ctx := context.Background()
+	f := write(t, "big.csv", bigCSV(500, "2"))
+	clean := startEmulator(t, emulator.Config{})
+	r := cz(t, ctx, sendArgs(clean, "send", "--stream", "s", "--max-records-per-request", "100", "--yes", f)...)
+	require.Equal(t, exitOK, r.code, r.stderr)
+
+	em := startEmulator(t, emulator.Config{Faults: emulator.FaultConfig{Steps: []emulator.FaultStep{{Count: 2}, {Count: 1000, Status: 503}}}})
+	r = cz(t, ctx, sendArgs(em, "send", "--stream", "s", "--max-records-per-request", "100", "--give-up-after", "1s", "--yes", f)...)
+	assert.Equal(t, exitPartial, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "applied 200 records, refused 0, not sent 300")
+	assert.Regexp(t, `s\s+replace\s+\S+\s+\d+\s+0\s+\d+`, r.stdout, "per bucket: applied, refused, not sent")
+	assert.Contains(t, r.stderr, "stopped before everything was settled")
+
+	require.NoError(t, em.Server.SetFaults(emulator.FaultConfig{}))
+	r = cz(t, ctx, sendArgs(em, "send", "--stream", "s", "--max-records-per-request", "100", "--yes", f)...)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Equal(t, entries(clean), entries(em))
+	assert.Equal(t, "1000", em.Ledger().Streams[0].Total)
+}
+
+// Exit statuses 2 and 3: CloudZero refuses everything (a bad key), or
+// some records (a filter key the stream does not have: refused alone by
+// bisection, the rest applied).
+func TestRefusals(t *testing.T) {
+	ctx := context.Background()
+	t.Run("bad key: nothing applied", func(t *testing.T) {
+		em := startEmulator(t, emulator.Config{})
+		keyFile := write(t, "key", "not-the-key\n")
+		r := cz(t, ctx, sendArgs(em, "send", "--stream", "s", "--api-key-file", keyFile, "--yes", write(t, "a.csv", csvInput))...)
+		assert.Equal(t, exitNone, r.code, r.stderr)
+		assert.Contains(t, r.stdout, "applied 0 records, refused 2, not sent 0")
+		assert.Contains(t, r.stderr, "403")
+		assert.NotContains(t, r.stdout+r.stderr, "not-the-key")
+	})
+	t.Run("some records refused: partly applied", func(t *testing.T) {
+		em := startEmulator(t, emulator.Config{})
+		r := cz(t, ctx, sendArgs(em, "send", "--stream", "s", "--yes", write(t, "a.csv", csvInput))...)
+		require.Equal(t, exitOK, r.code, r.stderr)
+		// A second stream refuses a record whose key set differs from the stream's.
+		bad := "{\"timestamp\":\"" + ts(3) + "\",\"granularity\":\"HOURLY\",\"element_name\":\"c9\",\"filter\":{\"custom:feature\":[\"x\"]},\"value\":1}\n"
+		require.Equal(t, exitOK, cz(t, ctx, sendArgs(em, "send", "--stream", "t", "--yes", write(t, "t.jsonl", bad))...).code)
+		mixed := "{\"timestamp\":\"" + ts(4) + "\",\"granularity\":\"HOURLY\",\"element_name\":\"c1\",\"filter\":{\"custom:feature\":[\"x\"]},\"value\":1}\n" +
+			"{\"timestamp\":\"" + ts(4) + "\",\"granularity\":\"DAILY\",\"element_name\":\"c1\",\"filter\":{\"custom:feature\":[\"x\"]},\"value\":1}\n"
+		// DAILY on an HOURLY stream: the input check catches it first.
+		r = cz(t, ctx, sendArgs(em, "send", "--stream", "t", "--yes", write(t, "m.jsonl", mixed))...)
+		require.Equal(t, exitUsage, r.code)
+		// A stream CloudZero knows as HOURLY, sent DAILY records beside HOURLY ones of another run: refused by CloudZero.
+		daily := "timestamp,granularity,element_name,value,custom:feature\n" + ts(5)[:10] + ",DAILY,c1,1,x\n"
+		r = cz(t, ctx, sendArgs(em, "send", "--stream", "t", "--yes", write(t, "d.csv", daily))...)
+		assert.Equal(t, exitNone, r.code, r.stderr)
+		assert.Contains(t, r.stderr, "400")
+	})
+}
