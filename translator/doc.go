@@ -46,7 +46,8 @@
 // new series. The first point of a series counts in full when its start
 // timestamp is non-zero, before its timestamp, after Settings.StartTime and
 // either later than now - SeriesTTL + MaxFutureSkew or later than the last
-// time a series was forgotten (swept, closed or refused at MaxSeries) plus
+// time a series was forgotten (swept, closed, refused at MaxSeries, or
+// before a RestoreState) plus
 // MaxFutureSkew: an older series may have been tracked, gone quiet and been
 // forgotten, its usage already counted; the skew allows for a producer
 // clock running ahead. Otherwise it only sets the baseline. A value below the previous one (for
