@@ -297,3 +297,173 @@ func TestRefusals(t *testing.T) {
 		assert.Contains(t, r.stderr, "400")
 	})
 }
+
+// delete: a dry run deletes nothing; --yes deletes the range bucket by
+// bucket, narrowed by --element and --filter, through a 503/429 storm;
+// a stream CloudZero does not have is refused (exit 2).
+func TestDelete(t *testing.T) {
+	ctx := context.Background()
+	em := startEmulator(t, emulator.Config{})
+	r := cz(t, ctx, sendArgs(em, "send", "--stream", "s", "--yes", write(t, "a.csv", bigCSV(100, "1")))...)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	require.Equal(t, "100", em.Ledger().Streams[0].Total)
+
+	from, to := ts(4), hourAgo.Add(-time.Hour).Format(time.RFC3339) // buckets -4h..-2h: three of the ten
+	r = cz(t, ctx, sendArgs(em, "delete", "--stream", "s", "--from", from, "--to", to)...)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "delete: stream s, 3 HOURLY buckets from "+from)
+	assert.Contains(t, r.stdout, "dry run: nothing was deleted")
+	assert.Equal(t, "100", em.Ledger().Streams[0].Total)
+
+	one := 1
+	require.NoError(t, em.Server.SetFaults(emulator.FaultConfig{Steps: []emulator.FaultStep{{Count: 2, Status: 503}, {Count: 1, Status: 429, RetryAfterSeconds: &one}}}))
+	r = cz(t, ctx, sendArgs(em, "delete", "--stream", "s", "--from", from, "--to", to, "--element", "c000", "--yes")...)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "deleted 3 of 3 buckets")
+	assert.Contains(t, r.stderr, "retrying")
+	assert.Equal(t, "97", em.Ledger().Streams[0].Total, "c000's records of three buckets")
+
+	r = cz(t, ctx, sendArgs(em, "delete", "--stream", "s", "--from", from, "--to", to, "--yes")...)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Equal(t, "70", em.Ledger().Streams[0].Total, "every record of three buckets")
+
+	r = cz(t, ctx, sendArgs(em, "delete", "--stream", "nope", "--from", from, "--to", to, "--yes")...)
+	assert.Equal(t, exitNone, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "refused (3 buckets")
+
+	for _, bad := range [][]string{
+		{"--stream", "s", "--from", to, "--to", from},
+		{"--stream", "s", "--from", "yesterday", "--to", to},
+		{"--stream", "s", "--from", from, "--to", to, "--filter", "novalue"},
+		{"--stream", "s", "--from", from, "--to", to, "--granularity", "WEEKLY"},
+		{"--from", from, "--to", to},
+	} {
+		r = cz(t, ctx, sendArgs(em, append([]string{"delete"}, bad...)...)...)
+		assert.Equal(t, exitUsage, r.code, "%v: %s", bad, r.stderr)
+	}
+}
+
+// replay sends a dry_run_file as the exporter would have: sum lines add,
+// a replace line sets the total, a later sum adds to it.
+func TestReplay(t *testing.T) {
+	ctx := context.Background()
+	rec := func(el, v string) string {
+		return `{"timestamp":"` + ts(1) + `","granularity":"HOURLY","element_name":"` + el + `","value":"` + v + `"}`
+	}
+	file := write(t, "dry.jsonl", strings.Join([]string{
+		`s sum {"records":[` + rec("a", "1") + `,` + rec("b", "2") + `]}`,
+		`s sum {"records":[` + rec("a", "3") + `]}`,
+		`t replace {"records":[` + rec("a", "5") + `]}`,
+		`t replace {"records":[` + rec("a", "7") + `,` + rec("b", "1") + `]}`,
+		`t sum {"records":[` + rec("b", "0.5") + `]}`,
+		`s {"records":[` + rec("c", "4") + `]}`, // written before the operation was: sum
+	}, "\n")+"\n")
+	em := startEmulator(t, emulator.Config{})
+	require.NoError(t, em.Server.SetFaults(emulator.FaultConfig{Steps: []emulator.FaultStep{{Count: 1, Status: 503}}}))
+	r := cz(t, ctx, sendArgs(em, "replay", file)...)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Regexp(t, `s\s+sum\s+3\s`, r.stdout)
+	assert.Regexp(t, `t\s+replace\s+2\s`, r.stdout)
+	assert.Empty(t, entries(em))
+	r = cz(t, ctx, sendArgs(em, "replay", "--yes", file)...)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	want := map[string]string{
+		"s a " + ts(1) + " map[]": "4", "s b " + ts(1) + " map[]": "2", "s c " + ts(1) + " map[]": "4",
+		"t a " + ts(1) + " map[]": "7", "t b " + ts(1) + " map[]": "1.5",
+	}
+	assert.Equal(t, want, entries(em))
+
+	bad := write(t, "bad.jsonl", "s delete {\"records\":[]}\ns sum {not json\n")
+	r = cz(t, ctx, sendArgs(em, "replay", "--yes", bad)...)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "bad.jsonl:1: operation \"delete\"")
+	assert.Contains(t, r.stderr, "bad.jsonl:2: not a request body")
+}
+
+const previewConfig = `
+exporters:
+  cloudzero:
+    endpoint: http://127.0.0.1:1
+    api_key: ${env:NO_SUCH_VARIABLE_FOR_THE_TEST}
+    streams:
+      - name: requests
+        metrics: [app.requests]
+        element_name: customer.id
+        filter:
+          custom:feature: feature
+  debug: {}
+`
+
+// OTLP JSON as the file exporter writes it: one export per line.
+func otlpLine(at time.Time, points ...[3]string) string {
+	var dps []string
+	for _, p := range points {
+		dps = append(dps, `{"attributes":[{"key":"customer.id","value":{"stringValue":"`+p[0]+`"}}`+p[1]+`],"startTimeUnixNano":"`+
+			fmt.Sprint(at.Add(-time.Minute).UnixNano())+`","timeUnixNano":"`+fmt.Sprint(at.UnixNano())+`","asInt":"`+p[2]+`"}`)
+	}
+	return `{"resourceMetrics":[{"resource":{},"scopeMetrics":[{"scope":{},"metrics":[{"name":"app.requests","sum":{"aggregationTemporality":1,"isMonotonic":true,"dataPoints":[` +
+		strings.Join(dps, ",") + `]}}]}]}]}`
+}
+
+// preview prints exactly the exporter's records for a file of OTLP JSON,
+// and every drop with its reason; validate reports each problem.
+func TestPreviewAndValidate(t *testing.T) {
+	ctx := context.Background()
+	config := write(t, "collector.yaml", previewConfig)
+	feature := func(f string) string { return `,{"key":"feature","value":{"stringValue":"` + f + `"}}` }
+	at := hourAgo.Add(10 * time.Minute)
+	metrics := write(t, "metrics.jsonl", otlpLine(at, [3]string{"c1", feature("search"), "3"}, [3]string{"c2", feature("export"), "4"})+"\n"+
+		otlpLine(at.Add(time.Minute), [3]string{"c1", feature("search"), "5"}, [3]string{"c3", "", "9"})+"\n")
+
+	r := cz(t, ctx, "preview", "--config", config, metrics)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Regexp(t, `requests\s+`+hourAgo.Format(time.RFC3339)+`\s+HOURLY\s+c1\s+custom:feature=search\s+8\n`, r.stdout)
+	assert.Regexp(t, `requests\s+\S+\s+HOURLY\s+c2\s+custom:feature=export\s+4\n`, r.stdout)
+	assert.Contains(t, r.stdout, "2 records from 4 data points (0 feed no stream)")
+	assert.Contains(t, r.stdout, "dropped 1 data points: missing_filter_value")
+
+	r = cz(t, ctx, "preview", "--config", config, "--output", "json", metrics)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, `"datapoints_dropped": {`+"\n"+`    "missing_filter_value": 1`)
+	assert.Contains(t, r.stdout, `"element_name": "c1"`)
+
+	r = cz(t, ctx, "validate", "--config", config)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stdout, "cloudzero: ")
+	assert.Contains(t, r.stdout, "api_key")
+
+	good := write(t, "good.yaml", strings.Replace(previewConfig, "${env:NO_SUCH_VARIABLE_FOR_THE_TEST}", "k", 1))
+	r = cz(t, ctx, "validate", "--config", good)
+	assert.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+	assert.Equal(t, "cloudzero: ok\n", r.stdout)
+
+	replace := write(t, "replace.yaml", strings.Replace(previewConfig, "${env:NO_SUCH_VARIABLE_FOR_THE_TEST}", "k\n    delivery: replace\n    storage: file_storage", 1))
+	r = cz(t, ctx, "validate", "--config", replace)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stdout, `storage: extension "file_storage" is not declared under extensions:`)
+
+	typo := write(t, "typo.yaml", strings.Replace(previewConfig, "element_name:", "element:", 1))
+	r = cz(t, ctx, "validate", "--config", typo)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stdout+r.stderr, "element")
+}
+
+// Every command has --help with an example; unknown commands and flags
+// are usage errors.
+func TestHelp(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range commands {
+		r := cz(t, ctx, c.name, "--help")
+		assert.Equal(t, exitOK, r.code, c.name)
+		assert.Contains(t, r.stderr, "Usage: cloudzero "+c.name, c.name)
+		assert.Contains(t, r.stderr, "Example:\n  ", c.name)
+		assert.Contains(t, r.stderr, "cloudzero "+c.name+" ", c.name)
+	}
+	assert.Equal(t, exitUsage, cz(t, ctx, "frobnicate").code)
+	assert.Equal(t, exitUsage, cz(t, ctx, "send", "--no-such-flag").code)
+	assert.Equal(t, exitUsage, cz(t, ctx, "send", "--stream", "s", "--yes", "--dry-run", "x.csv").code)
+	assert.Equal(t, exitUsage, cz(t, ctx).code)
+	r := cz(t, ctx, "help")
+	assert.Equal(t, exitOK, r.code)
+	assert.Contains(t, r.stderr, "Exit status: 0 done, 1 usage or validation error, 2 nothing applied, 3 partly applied.")
+}

@@ -105,7 +105,7 @@ func runPreview(ctx context.Context, args []string, e env) int {
 	}
 	var cfg *cloudzeroexporter.Config
 	if err == nil {
-		cfg, err = f.Exporter(ids[0])
+		cfg, err = f.ExporterWith(ids[0], dryRunConfig)
 	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "cloudzero: %v\n", err)
@@ -133,28 +133,35 @@ func runPreview(ctx context.Context, args []string, e env) int {
 	return exitOK
 }
 
-// readOTLPJSON reads OTLP JSON metrics: one document, or one per line (as
-// the file exporter writes them).
+// readOTLPJSON reads OTLP JSON metrics: one export per line (as the file
+// exporter writes them), or one document over several lines.
 func readOTLPJSON(data []byte) ([]pmetric.Metrics, error) {
 	u := &pmetric.JSONUnmarshaler{}
-	if md, err := u.UnmarshalMetrics(data); err == nil && md.ResourceMetrics().Len() > 0 {
-		return []pmetric.Metrics{md}, nil
-	}
 	var out []pmetric.Metrics
+	var lineErr error
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(nil, 256<<20)
-	for n := 1; sc.Scan(); n++ {
+	for n := 1; sc.Scan() && lineErr == nil; n++ {
 		line := bytes.TrimSpace(sc.Bytes())
 		if len(line) == 0 {
 			continue
 		}
 		md, err := u.UnmarshalMetrics(line)
 		if err != nil {
-			return nil, fmt.Errorf("line %d: not OTLP JSON metrics: %w", n, err)
+			lineErr = fmt.Errorf("line %d: not OTLP JSON metrics: %w", n, err)
 		}
 		out = append(out, md)
 	}
-	return out, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if lineErr == nil {
+		return out, nil
+	}
+	if md, err := u.UnmarshalMetrics(data); err == nil {
+		return []pmetric.Metrics{md}, nil
+	}
+	return nil, lineErr
 }
 
 // previewResult is what the exporter made of the metrics.
@@ -177,8 +184,7 @@ func preview(ctx context.Context, id string, cfg *cloudzeroexporter.Config, batc
 	}
 	defer os.RemoveAll(dir)
 	c := *cfg
-	c.DryRun, c.DryRunFile = true, filepath.Join(dir, "requests.jsonl")
-	c.Delivery, c.Storage = string(czexporter.OpSum), nil
+	c.DryRunFile = filepath.Join(dir, "requests.jsonl")
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer func() { _ = mp.Shutdown(context.WithoutCancel(ctx)) }()
@@ -238,6 +244,17 @@ func preview(ctx context.Context, id string, cfg *cloudzeroexporter.Config, batc
 		return nil, fmt.Errorf("reading the exporter's requests: %s", strings.Join(probs, "; "))
 	}
 	return res, nil
+}
+
+// dryRunConfig makes the exporter's config a preview's: dry run (no key
+// needed), sum without storage (for one run, the same records as replace's
+// totals).
+func dryRunConfig(c *cloudzeroexporter.Config) {
+	c.DryRun = true
+	c.Delivery, c.Storage = string(czexporter.OpSum), nil
+	if c.APIKey == "" {
+		c.APIKey = "preview-sends-nothing"
+	}
 }
 
 type noHost struct{}

@@ -64,6 +64,13 @@ func (f *File) keys(section string) []string {
 // validates it, except that delivery: replace has storage (an SDK app
 // persists through an option instead; Validate checks it).
 func (f *File) Exporter(id string) (*cloudzeroexporter.Config, error) {
+	return f.ExporterWith(id, nil)
+}
+
+// ExporterWith is Exporter with adjust applied to the decoded config
+// before it is validated (the cloudzero command's preview runs it in
+// dry-run mode, where no API key is needed).
+func (f *File) ExporterWith(id string, adjust func(*cloudzeroexporter.Config)) (*cloudzeroexporter.Config, error) {
 	exporters, err := f.conf.Sub("exporters")
 	if err != nil {
 		return nil, fmt.Errorf("cloudzero: %s: exporters: %w", f.path, err)
@@ -76,7 +83,7 @@ func (f *File) Exporter(id string) (*cloudzeroexporter.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cloudzero: %s: exporters::%s: %w", f.path, id, err)
 	}
-	cfg, err := decode(sub)
+	cfg, err := decode(sub, adjust)
 	if err != nil {
 		return nil, fmt.Errorf("%s: exporters::%s: %w", f.path, id, err)
 	}
@@ -111,7 +118,7 @@ func FromYAML(ctx context.Context, section []byte) (*cloudzeroexporter.Config, e
 	if err != nil {
 		return nil, err
 	}
-	return decode(conf)
+	return decode(conf, nil)
 }
 
 func resolve(ctx context.Context, uri string) (*confmap.Conf, error) {
@@ -130,10 +137,13 @@ func resolve(ctx context.Context, uri string) (*confmap.Conf, error) {
 	return conf, r.Shutdown(ctx)
 }
 
-func decode(conf *confmap.Conf) (*cloudzeroexporter.Config, error) {
+func decode(conf *confmap.Conf, adjust func(*cloudzeroexporter.Config)) (*cloudzeroexporter.Config, error) {
 	cfg := cloudzeroexporter.NewFactory().CreateDefaultConfig().(*cloudzeroexporter.Config)
 	if err := conf.Unmarshal(cfg); err != nil {
 		return nil, fmt.Errorf("cloudzero: config: %w", err)
+	}
+	if adjust != nil {
+		adjust(cfg)
 	}
 	c := *cfg
 	if c.Storage == nil {
