@@ -13,13 +13,14 @@ TELEMETRYGEN_VERSION := v0.161.0
 TELEMETRYGEN := $(TOOLS_BIN)/telemetrygen
 USAGE_APP := $(TOOLS_BIN)/usage-app
 DIRECT_APP := $(TOOLS_BIN)/direct-usage-app
+CLOUDZERO_CLI := $(TOOLS_BIN)/cloudzero
 # What the collector compiles of this repository (so that editing tests,
 # examples or tools does not rebuild it).
 COMPONENT_SOURCES := $(filter-out %_test.go,$(wildcard *.go)) \
 	$(shell find record translator exporter internal/metadata -name '*.go' -not -name '*_test.go') \
 	go.mod go.sum builder-config.yaml
 
-.PHONY: all build test unit e2e bench-collector page-check lint generate demo clean
+.PHONY: all build cloudzero test unit e2e bench-collector page-check lint generate demo clean
 
 all: lint test
 
@@ -39,6 +40,11 @@ $(USAGE_APP): $(wildcard examples/usage-app/*.go examples/internal/workload/*.go
 $(DIRECT_APP): $(wildcard examples/direct-usage-app/*.go examples/internal/workload/*.go cloudzerometric/*.go) $(COMPONENT_SOURCES)
 	$(GO) build -o $(DIRECT_APP) ./examples/direct-usage-app
 
+# cloudzero: the command that fixes data in CloudZero (send, delete, replay, preview, validate).
+cloudzero: $(CLOUDZERO_CLI)
+$(CLOUDZERO_CLI): $(wildcard cmd/cloudzero/*.go internal/collectorconf/*.go) $(COMPONENT_SOURCES)
+	$(GO) build -o $(CLOUDZERO_CLI) ./cmd/cloudzero
+
 # build: the otelcol-cloudzero distribution, from builder-config.yaml.
 build: $(COLLECTOR)
 $(COLLECTOR): $(OCB) $(COMPONENT_SOURCES)
@@ -54,8 +60,8 @@ unit:
 	$(GO) test -race -count=1 ./...
 	cd bench && $(GO) test -count=1 ./...
 
-e2e: $(COLLECTOR) $(TELEMETRYGEN) $(USAGE_APP) $(DIRECT_APP)
-	COLLECTOR_BIN=$(COLLECTOR) TELEMETRYGEN_BIN=$(TELEMETRYGEN) USAGE_APP_BIN=$(USAGE_APP) DIRECT_APP_BIN=$(DIRECT_APP) \
+e2e: $(COLLECTOR) $(TELEMETRYGEN) $(USAGE_APP) $(DIRECT_APP) $(CLOUDZERO_CLI)
+	COLLECTOR_BIN=$(COLLECTOR) TELEMETRYGEN_BIN=$(TELEMETRYGEN) USAGE_APP_BIN=$(USAGE_APP) DIRECT_APP_BIN=$(DIRECT_APP) CLOUDZERO_BIN=$(CLOUDZERO_CLI) \
 	  $(GO) test -race -count=1 -timeout 20m -tags e2e -v ./e2e/...
 
 # bench-collector: collector CPU per million points, cloudzero vs debug
