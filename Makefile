@@ -4,7 +4,11 @@ SHELL := /bin/bash
 GO ?= go
 BUILD_DIR := $(CURDIR)/_build
 TOOLS_BIN := $(BUILD_DIR)/bin
-OCB_VERSION := v0.162.0
+# The collector release train. Every collector module in go.mod,
+# builder-config.yaml and bench/go.mod is on it, and ocb is this release
+# (TestReleaseTrain checks; contrib modules may be a patch release ahead).
+COLLECTOR_RELEASE := v0.165.0
+OCB_VERSION := $(COLLECTOR_RELEASE)
 GOVULNCHECK_VERSION := v1.9.0
 OCB := $(TOOLS_BIN)/builder
 GOVULNCHECK := $(TOOLS_BIN)/govulncheck

@@ -127,15 +127,19 @@ var (
 	_ confmap.Unmarshaler = (*Config)(nil)
 )
 
-// Unmarshal decodes the config and rejects unknown keys that mapstructure
-// lets through: the squashed confighttp.ClientConfig has its own Unmarshal,
-// which disables the unused-key check at the top level, and keys inside
-// streams[] are not checked either. A mistyped `granularty:` must fail, not
-// silently fall back to the default.
+// Unmarshal rejects unknown keys before decoding, with messages that name the
+// stream and list the valid keys (and say what replaced a removed key): a
+// mistyped `granularty:` must fail, not fall back to the default. Collectors
+// before v0.165 let such keys through (the squashed confighttp.ClientConfig
+// had its own Unmarshal); newer ones reject them with a terser message.
 func (cfg *Config) Unmarshal(conf *confmap.Conf) error {
-	if err := conf.Unmarshal(cfg); err != nil {
+	if err := unknownKeys(conf); err != nil {
 		return err
 	}
+	return conf.Unmarshal(cfg)
+}
+
+func unknownKeys(conf *confmap.Conf) error {
 	var errs []error
 	for key := range conf.ToStringMap() {
 		if why, ok := removedKeys[key]; ok {

@@ -189,6 +189,7 @@ func (e *cloudzeroExporter) start(ctx context.Context, host component.Host) erro
 		}
 		// A key read from a file often ends with a newline: it is not part of the key.
 		dcfg.Client = czexporter.NewClient(httpClient, cfg.ClientConfig.Endpoint, strings.TrimSpace(string(cfg.APIKey)))
+		dcfg.Client.SetUserAgent(czexporter.UserAgent(hostProgram(e.set.BuildInfo)))
 	}
 	if cfg.Storage != nil {
 		client, err := storageClient(ctx, host, *cfg.Storage, e.set.ID)
@@ -379,3 +380,15 @@ func (w *logWriter) Write(p []byte) (int, error) {
 }
 
 func (w *logWriter) Close() error { return nil }
+
+// hostProgram names the program the exporter runs in, for the User-Agent
+// ("otelcol-cloudzero/0.1.0").
+func hostProgram(info component.BuildInfo) string {
+	if info.Command == "" {
+		return ""
+	}
+	if info.Version == "" {
+		return info.Command
+	}
+	return info.Command + "/" + info.Version
+}

@@ -191,7 +191,7 @@ func settings(o options) exporter.Settings {
 			MeterProvider:  mp,
 			Resource:       pcommon.NewResource(),
 		},
-		BuildInfo: component.BuildInfo{Command: "cloudzerometric", Description: "CloudZero exporter for the OpenTelemetry Go SDK"},
+		BuildInfo: component.BuildInfo{Command: "cloudzerometric", Description: "CloudZero exporter for the OpenTelemetry Go SDK", Version: czexporter.Version},
 	}
 }
 

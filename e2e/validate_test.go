@@ -43,6 +43,7 @@ func TestComponentsListsCloudZero(t *testing.T) {
 	require.NoError(t, err, out)
 	assert.Regexp(t, regexp.MustCompile(`(?m)^\s*- name: cloudzero$`), out)
 	assert.Contains(t, out, "file_storage")
+	assert.Contains(t, out, "health_check")
 	assert.Contains(t, out, "otlp")
 }
 

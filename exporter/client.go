@@ -35,10 +35,11 @@ const apiPath = "/unit-cost/v1/telemetry/allocation/"
 // callers with large batches should split them (Delivery does: at most
 // 10,000 records and 5 MB per request, one stream each).
 type Client struct {
-	hc     *http.Client
-	base   string
-	apiKey string
-	now    func() time.Time // for Retry-After dates
+	hc        *http.Client
+	base      string
+	apiKey    string
+	userAgent string
+	now       func() time.Time // for Retry-After dates
 }
 
 // NewClient returns a client for the API at endpoint (base URL such as
@@ -49,8 +50,13 @@ func NewClient(httpClient *http.Client, endpoint, apiKey string) *Client {
 	if httpClient == nil {
 		httpClient = http.DefaultClient
 	}
-	return &Client{hc: httpClient, base: strings.TrimRight(endpoint, "/"), apiKey: apiKey, now: time.Now}
+	return &Client{hc: httpClient, base: strings.TrimRight(endpoint, "/"), apiKey: apiKey, userAgent: UserAgent(""), now: time.Now}
 }
+
+// SetUserAgent replaces the User-Agent header (UserAgent("") by default).
+// Call it before the client is used. A User-Agent in confighttp's
+// `headers:` still wins: that middleware runs after the client sets it.
+func (c *Client) SetUserAgent(ua string) { c.userAgent = ua }
 
 // Sum adds each record's value to what CloudZero stores under its key.
 // Values must be finite and > 0. A request re-sent after it was applied
@@ -130,6 +136,7 @@ func (c *Client) Post(ctx context.Context, op Op, stream string, body []byte) er
 	}
 	req.Header.Set("Authorization", c.apiKey)
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
 
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync/atomic"
 	"text/tabwriter"
@@ -141,7 +140,7 @@ type chunkOutcome struct {
 // delete is idempotent: retrying one that may have been applied is
 // harmless).
 func deleteBuckets(ctx context.Context, stream string, sels []czexporter.DeleteSelector, sf sendFlags, key string, e env) int {
-	client := czexporter.NewClient(&http.Client{Timeout: sf.timeout}, sf.endpoint, key)
+	client := sf.client(key)
 	limiter := czexporter.NewLimiter(czexporter.LimiterConfig{RecordsPerSecond: sf.perSecond, Burst: sf.burst, RecordsPerDay: sf.perDay})
 	bo := czexporter.Backoff{InitialInterval: sf.retryInitial, MaxInterval: sf.retryMax, Multiplier: 1.5, RandomizationFactor: 0.5}
 	var outcomes []chunkOutcome

@@ -22,11 +22,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
+
+	czexporter "github.com/cloudzero-otel/cloudzeroexporter/exporter"
 )
 
 // Exit statuses.
@@ -159,6 +162,13 @@ type sendFlags struct {
 	retryInitial   time.Duration
 	retryMax       time.Duration
 	progressWriter io.Writer
+}
+
+// client is the API client of a run, named in its User-Agent.
+func (sf sendFlags) client(key string) *czexporter.Client {
+	c := czexporter.NewClient(&http.Client{Timeout: sf.timeout}, sf.endpoint, key)
+	c.SetUserAgent(czexporter.UserAgent("cloudzero/" + czexporter.Version))
+	return c
 }
 
 func (f *sendFlags) register(fs *flag.FlagSet) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -309,7 +308,7 @@ func deliver(ctx context.Context, op czexporter.Op, set *record.Set, sf sendFlag
 		Backoff:              czexporter.Backoff{InitialInterval: sf.retryInitial, MaxInterval: sf.retryMax, Multiplier: 1.5, RandomizationFactor: 0.5},
 		MaxRecordsPerRequest: sf.perRequest,
 		Limiter:              czexporter.NewLimiter(czexporter.LimiterConfig{RecordsPerSecond: sf.perSecond, Burst: sf.burst, RecordsPerDay: sf.perDay}),
-		Client:               czexporter.NewClient(&http.Client{Timeout: sf.timeout}, sf.endpoint, key),
+		Client:               sf.client(key),
 		Logger:               log,
 		Observer: czexporter.Observer{
 			Settled:   o.settled,
