@@ -18,18 +18,28 @@ TELEMETRYGEN := $(TOOLS_BIN)/telemetrygen
 USAGE_APP := $(TOOLS_BIN)/usage-app
 DIRECT_APP := $(TOOLS_BIN)/direct-usage-app
 CLOUDZERO_CLI := $(TOOLS_BIN)/cloudzero
+# The scale-out recipe's first tier (deploy/loadbalancer) is on a train of its
+# own: the contrib loadbalancing exporter is served here only at v0.161.0.
+LB_RELEASE := v0.161.0
+LB_OCB := $(TOOLS_BIN)/builder-$(LB_RELEASE)
+LB_COLLECTOR := $(BUILD_DIR)/otelcol-cloudzero-lb/otelcol-cloudzero-lb
 # What the collector compiles of this repository (so that editing tests,
 # examples or tools does not rebuild it).
 COMPONENT_SOURCES := $(filter-out %_test.go,$(wildcard *.go)) \
 	$(shell find record translator exporter internal/metadata -name '*.go' -not -name '*_test.go') \
 	go.mod go.sum builder-config.yaml
 
-.PHONY: all build cloudzero test unit e2e bench-collector page-check lint generate demo clean
+.PHONY: all build build-loadbalancer cloudzero test unit e2e bench-collector page-check lint generate demo clean
 
 all: lint test
 
 $(OCB):
 	GOBIN=$(TOOLS_BIN) $(GO) install go.opentelemetry.io/collector/cmd/builder@$(OCB_VERSION)
+
+# ocb installs as "builder": a second release goes to a directory of its own.
+$(LB_OCB):
+	GOBIN=$(BUILD_DIR)/ocb-$(LB_RELEASE) $(GO) install go.opentelemetry.io/collector/cmd/builder@$(LB_RELEASE)
+	mv $(BUILD_DIR)/ocb-$(LB_RELEASE)/builder $(LB_OCB)
 
 $(GOVULNCHECK):
 	GOBIN=$(TOOLS_BIN) $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
@@ -56,6 +66,12 @@ $(COLLECTOR): $(OCB) $(COMPONENT_SOURCES)
 	$(OCB) --config=builder-config.yaml
 	@touch $(COLLECTOR)
 
+# build-loadbalancer: the first tier of the scale-out recipe (deploy/loadbalancer).
+build-loadbalancer: $(LB_COLLECTOR)
+$(LB_COLLECTOR): $(LB_OCB) deploy/loadbalancer/builder-config.yaml
+	cd deploy/loadbalancer && $(LB_OCB) --config=builder-config.yaml
+	@touch $(LB_COLLECTOR)
+
 # test: unit tests (race detector), the built collector end to end, and the
 # emulator's page in headless Chromium (installed from Debian if missing).
 test: unit e2e page-check
@@ -64,8 +80,8 @@ unit:
 	$(GO) test -race -count=1 ./...
 	cd bench && $(GO) test -count=1 ./...
 
-e2e: $(COLLECTOR) $(TELEMETRYGEN) $(USAGE_APP) $(DIRECT_APP) $(CLOUDZERO_CLI)
-	COLLECTOR_BIN=$(COLLECTOR) TELEMETRYGEN_BIN=$(TELEMETRYGEN) USAGE_APP_BIN=$(USAGE_APP) DIRECT_APP_BIN=$(DIRECT_APP) CLOUDZERO_BIN=$(CLOUDZERO_CLI) \
+e2e: $(COLLECTOR) $(LB_COLLECTOR) $(TELEMETRYGEN) $(USAGE_APP) $(DIRECT_APP) $(CLOUDZERO_CLI)
+	COLLECTOR_BIN=$(COLLECTOR) LB_COLLECTOR_BIN=$(LB_COLLECTOR) TELEMETRYGEN_BIN=$(TELEMETRYGEN) USAGE_APP_BIN=$(USAGE_APP) DIRECT_APP_BIN=$(DIRECT_APP) CLOUDZERO_BIN=$(CLOUDZERO_CLI) \
 	  $(GO) test -race -count=1 -timeout 20m -tags e2e -v ./e2e/...
 
 # bench-collector: collector CPU per million points, cloudzero vs debug
