@@ -386,7 +386,6 @@ func toAny[T any](s []T) []any {
 	return out
 }
 
-
 // chartValues is the part of the opentelemetry-collector chart's values
 // these files set, decoded strictly: a key the chart does not read (a typo)
 // fails here. Kubernetes-typed values decode into the API types.
