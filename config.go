@@ -326,7 +326,7 @@ func (s StreamConfig) validate() []string {
 		add("filter: %d keys in filter and static_filter together, CloudZero allows at most %d", n, record.MaxFilterKeys)
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.Filter)) {
-		if msg := dimensionKeyProblem(k); msg != "" {
+		if msg := record.FilterKeyProblem(k); msg != "" {
 			add("filter: key %q %s", k, msg)
 		}
 		if s.Filter[k] == "" {
@@ -337,7 +337,7 @@ func (s StreamConfig) validate() []string {
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.StaticFilter)) {
-		if msg := dimensionKeyProblem(k); msg != "" {
+		if msg := record.FilterKeyProblem(k); msg != "" {
 			add("static_filter: key %q %s", k, msg)
 		}
 		vals := s.StaticFilter[k]
@@ -362,20 +362,6 @@ func (s StreamConfig) validate() []string {
 		add("value: %q must be one of auto, count, sum, integral", s.Value)
 	}
 	return errs
-}
-
-// dimensionKeyProblem explains what is wrong with a CloudZero dimension key,
-// or returns "" when it is acceptable.
-func dimensionKeyProblem(k string) string {
-	if strings.TrimSpace(k) == "" {
-		return "is empty"
-	}
-	for _, prefix := range []string{"custom:", "tag:"} {
-		if strings.HasPrefix(k, prefix) && strings.TrimSpace(k[len(prefix):]) == "" {
-			return fmt.Sprintf("is a bare prefix: name the dimension after %q", prefix)
-		}
-	}
-	return ""
 }
 
 func validGranularity(g string) bool { return record.Granularity(g).Valid() }

@@ -11,6 +11,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -74,6 +75,22 @@ func ValidStreamName(name string) error {
 		return errors.New(". and .. are URL path segments, not stream names")
 	}
 	return nil
+}
+
+// FilterKeyProblem explains what is wrong with a CloudZero filter
+// (dimension) key, or returns "" when it is acceptable: a key must not be
+// empty, nor a bare "custom:" or "tag:" prefix, which CloudZero refuses.
+// The exporter's config and the cloudzero command both use it.
+func FilterKeyProblem(k string) string {
+	if strings.TrimSpace(k) == "" {
+		return "is empty"
+	}
+	for _, prefix := range []string{"custom:", "tag:"} {
+		if strings.HasPrefix(k, prefix) && strings.TrimSpace(k[len(prefix):]) == "" {
+			return fmt.Sprintf("is a bare prefix: name the dimension after %q", prefix)
+		}
+	}
+	return ""
 }
 
 // Dimension is one filter key with its values (OR-ed by CloudZero).

@@ -130,3 +130,25 @@ func TestValueFits(t *testing.T) {
 	}
 	require.NoError(t, ValidValue(0.5))
 }
+
+func TestFilterKeyProblem(t *testing.T) {
+	for _, tt := range []struct {
+		key, want string
+	}{
+		{"custom:feature", ""},
+		{"tag:team", ""},
+		{"region", ""},
+		{"", "is empty"},
+		{"  ", "is empty"},
+		{"custom:", "is a bare prefix"},
+		{"custom: ", "is a bare prefix"},
+		{"tag:", "is a bare prefix"},
+	} {
+		got := FilterKeyProblem(tt.key)
+		if tt.want == "" {
+			assert.Empty(t, got, "%q", tt.key)
+		} else {
+			assert.Contains(t, got, tt.want, "%q", tt.key)
+		}
+	}
+}

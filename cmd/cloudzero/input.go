@@ -75,19 +75,27 @@ func (p *problems) add(at pos, format string, args ...any) {
 	*p = append(*p, at.String()+": "+fmt.Sprintf(format, args...))
 }
 
-// openInput reads a file, or stdin for "-".
+// utf8BOM is the byte order mark some editors (Windows') put first.
+var utf8BOM = []byte("\ufeff")
+
+// openInput reads a file, or stdin for "-", without the UTF-8 byte order
+// mark it may start with: every reader after it sees the data alone.
 func openInput(name string, stdin io.Reader) ([]byte, error) {
+	var data []byte
+	var err error
 	if name == "-" {
-		return io.ReadAll(stdin)
+		data, err = io.ReadAll(stdin)
+	} else {
+		data, err = os.ReadFile(name)
 	}
-	return os.ReadFile(name)
+	return bytes.TrimPrefix(data, utf8BOM), err
 }
 
 // readRecords reads the records of one send input: CSV (by its .csv name,
 // or content that does not start with '{'), a {"records":[...]} document,
 // or one JSON record per line.
 func readRecords(name string, data []byte, stream string, probs *problems) []rawRecord {
-	trimmed := bytes.TrimLeft(data, " \t\r\n\ufeff")
+	trimmed := bytes.TrimLeft(data, " \t\r\n") // openInput removed a byte order mark
 	if strings.EqualFold(filepath.Ext(name), ".csv") || (len(trimmed) > 0 && trimmed[0] != '{') {
 		return readCSV(name, data, stream, probs)
 	}
@@ -198,7 +206,7 @@ var csvColumns = []string{"timestamp", "granularity", "element_name", "value"}
 // readCSV reads a CSV with a header: timestamp, granularity, element_name,
 // value, and one column per filter key (several values split by "|").
 func readCSV(name string, data []byte, stream string, probs *problems) []rawRecord {
-	r := csv.NewReader(bytes.NewReader(bytes.TrimPrefix(data, []byte("\ufeff"))))
+	r := csv.NewReader(bytes.NewReader(data))
 	r.ReuseRecord = false
 	header, err := r.Read()
 	if err != nil {
@@ -230,15 +238,22 @@ func readCSV(name string, data []byte, stream string, probs *problems) []rawReco
 		if err == io.EOF {
 			return out
 		}
-		line, _ := r.FieldPos(0)
-		at := pos{file: name, line: line}
 		if err != nil {
+			// FieldPos is only valid after a successful Read; a parse
+			// error carries its own lines.
+			at := pos{file: name}
+			var pe *csv.ParseError
+			if errors.As(err, &pe) {
+				at.line = pe.StartLine
+			}
 			probs.add(at, "%v", err)
 			if errors.Is(err, csv.ErrFieldCount) {
 				continue
 			}
 			return out
 		}
+		line, _ := r.FieldPos(0)
+		at := pos{file: name, line: line}
 		rec := rawRecord{at: at, stream: stream, timestamp: row[col["timestamp"]], granularity: row[col["granularity"]],
 			element: row[col["element_name"]], value: strings.TrimSpace(row[col["value"]])}
 		for _, k := range filterCols {
@@ -327,6 +342,7 @@ type streamShape struct {
 func validate(raws []rawRecord, defaultGranularity record.Granularity, now time.Time, probs *problems) []checked {
 	shapes := map[string]*streamShape{}
 	badStreams := map[string]bool{}
+	badKeys := map[string]bool{}
 	out := make([]checked, 0, len(raws))
 	for _, r := range raws {
 		if err := record.ValidStreamName(r.stream); err != nil {
@@ -344,7 +360,7 @@ func validate(raws []rawRecord, defaultGranularity record.Granularity, now time.
 			probs.add(r.at, "granularity %q: must be HOURLY or DAILY", r.granularity)
 			continue
 		}
-		ts, err := parseTime(r.timestamp)
+		ts, err := parseTime(r.timestamp, g == record.Daily)
 		if err != nil {
 			probs.add(r.at, "timestamp %q: %v", r.timestamp, err)
 			continue
@@ -366,8 +382,20 @@ func validate(raws []rawRecord, defaultGranularity record.Granularity, now time.
 		rec := record.Record{Timestamp: start, Granularity: g, ElementName: r.element}
 		bad := false
 		for _, k := range slices.Sorted(maps.Keys(r.filter)) {
-			if len(r.filter[k]) == 0 {
+			switch msg := record.FilterKeyProblem(k); {
+			case msg != "":
+				// Once per key: a CSV column would give the same problem
+				// on every line.
+				if !badKeys[k] {
+					probs.add(r.at, "filter key %q %s", k, msg)
+					badKeys[k] = true
+				}
+				bad = true
+			case len(r.filter[k]) == 0:
 				probs.add(r.at, "filter %q has no value (every record of a stream needs the same filter keys)", k)
+				bad = true
+			case slices.Contains(r.filter[k], ""):
+				probs.add(r.at, "filter %q has an empty value (in CSV, a \"|\" with nothing on one side)", k)
 				bad = true
 			}
 			rec.Filter = append(rec.Filter, record.Dimension{Key: k, Values: slices.Clone(r.filter[k])})
@@ -396,8 +424,10 @@ func validate(raws []rawRecord, defaultGranularity record.Granularity, now time.
 	return out
 }
 
-// parseTime accepts RFC 3339 (any offset) and, for DAILY data, a date.
-func parseTime(s string) (time.Time, error) {
+// parseTime accepts RFC 3339 (any offset) and, with date (DAILY data, and
+// the bounds of a delete range), a date: for HOURLY records a date would
+// put a day's usage in its first hour.
+func parseTime(s string, date bool) (time.Time, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return time.Time{}, errors.New("missing")
@@ -406,10 +436,16 @@ func parseTime(s string) (time.Time, error) {
 		return t, nil
 	}
 	if t, err := time.Parse("2006-01-02", s); err == nil {
+		if !date {
+			return time.Time{}, errors.New("a date is only for DAILY records: an HOURLY record needs its hour (2026-01-02T15:00:00Z)")
+		}
 		return t, nil
 	}
 	if _, err := time.Parse("2006-01-02T15:04:05", s); err == nil {
 		return time.Time{}, errors.New("no time zone (add Z for UTC, or an offset)")
+	}
+	if !date {
+		return time.Time{}, errors.New("not RFC 3339 (2026-01-02T15:00:00Z)")
 	}
 	return time.Time{}, errors.New("not RFC 3339 (2026-01-02T15:00:00Z) or a date (2026-01-02)")
 }

@@ -22,12 +22,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+	"unicode"
 
 	czexporter "github.com/cloudzero-otel/cloudzeroexporter/exporter"
 )
@@ -62,6 +65,32 @@ func main() {
 	os.Exit(code)
 }
 
+// syncWriter serialises writes to w. On a terminal, where the progress bar
+// is a line without its newline ("\r..."), a message written meanwhile
+// starts on a line of its own instead of running into the bar.
+type syncWriter struct {
+	mu       sync.Mutex
+	w        io.Writer
+	terminal bool
+	midLine  bool // terminal: the last write did not end a line
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if s.terminal && s.midLine && p[0] != '\r' {
+		if _, err := io.WriteString(s.w, "\n"); err != nil {
+			return 0, err
+		}
+	}
+	n, err := s.w.Write(p)
+	s.midLine = p[len(p)-1] != '\n'
+	return n, err
+}
+
 // isTerminal reports whether f is a character device (a terminal).
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
@@ -82,6 +111,9 @@ var commands = []command{
 }
 
 func run(ctx context.Context, args []string, e env) int {
+	// The progress goroutine and the command's own goroutine (retry
+	// messages, the delivery's log) both write to stderr.
+	e.stderr = &syncWriter{w: e.stderr, terminal: e.terminal}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(e.stderr)
 		if len(args) == 0 {
@@ -202,20 +234,36 @@ func (f *sendFlags) apply(fs *flag.FlagSet, e env) (bool, bool) {
 }
 
 // apiKey reads the key: --api-key-file, else $CLOUDZERO_API_KEY. The
-// error never contains the key.
+// error never contains the key, nor the file's name (a user may give the
+// key itself where its file belongs). A key with whitespace inside (a file
+// of two lines) is refused, as the exporter's config refuses it: it can
+// never be sent, and would be retried until --give-up-after.
 func (f *sendFlags) apiKey(e env) (string, error) {
 	if f.apiKeyFile != "" {
 		b, err := os.ReadFile(f.apiKeyFile)
 		if err != nil {
-			return "", fmt.Errorf("--api-key-file: %w", err)
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err // the path is the flag's value: not repeated
+			}
+			return "", fmt.Errorf("--api-key-file: cannot read the file: %w (the value is not shown)", err)
 		}
-		if k := strings.TrimSpace(string(b)); k != "" {
-			return k, nil
-		}
-		return "", fmt.Errorf("--api-key-file %s is empty", f.apiKeyFile)
+		return checkKey("--api-key-file: the file", string(b))
 	}
-	if k := strings.TrimSpace(e.getenv(keyEnv)); k != "" {
-		return k, nil
+	if strings.TrimSpace(e.getenv(keyEnv)) != "" {
+		return checkKey("$"+keyEnv, e.getenv(keyEnv))
 	}
 	return "", errors.New("no API key: set " + keyEnv + " or --api-key-file (a key on the command line would land in the shell's history)")
+}
+
+// checkKey trims k and refuses it when empty or with whitespace inside.
+func checkKey(from, k string) (string, error) {
+	k = strings.TrimSpace(k)
+	switch {
+	case k == "":
+		return "", fmt.Errorf("%s is empty", from)
+	case strings.ContainsFunc(k, unicode.IsSpace):
+		return "", fmt.Errorf("%s contains whitespace inside the key (more than one line?): it must hold the key alone (the key is not shown)", from)
+	}
+	return k, nil
 }

@@ -27,6 +27,7 @@ import (
 	cloudzeroexporter "github.com/cloudzero-otel/cloudzeroexporter"
 	czexporter "github.com/cloudzero-otel/cloudzeroexporter/exporter"
 	"github.com/cloudzero-otel/cloudzeroexporter/internal/collectorconf"
+	"github.com/cloudzero-otel/cloudzeroexporter/record"
 )
 
 const previewExample = `  # What would the exporter send for metrics the collector's file exporter wrote (OTLP JSON, one
@@ -171,6 +172,11 @@ type previewResult struct {
 	ignored  int64
 	dropped  map[string]int64
 	refused  map[string]int64
+	// recordsDropped and unitsDropped are the delivery's drops, by reason:
+	// records made of the data points that the exporter does not send
+	// (e.g. non_positive: net usage not > 0).
+	recordsDropped map[string]int64
+	unitsDropped   map[string]float64
 }
 
 // preview runs the metrics through the exporter component itself, in
@@ -202,7 +208,8 @@ func preview(ctx context.Context, id string, cfg *cloudzeroexporter.Config, batc
 	if err := exp.Start(ctx, noHost{}); err != nil {
 		return nil, err
 	}
-	res := &previewResult{dropped: map[string]int64{}, refused: map[string]int64{}}
+	res := &previewResult{dropped: map[string]int64{}, refused: map[string]int64{},
+		recordsDropped: map[string]int64{}, unitsDropped: map[string]float64{}}
 	for _, md := range batches {
 		_ = exp.ConsumeMetrics(ctx, md) // a refusal is counted in datapoints_refused
 	}
@@ -215,6 +222,13 @@ func preview(ctx context.Context, id string, cfg *cloudzeroexporter.Config, batc
 	}
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
+			if f, ok := m.Data.(metricdata.Sum[float64]); ok && strings.TrimPrefix(m.Name, "otelcol_exporter_cloudzero_") == "units_dropped" {
+				for _, p := range f.DataPoints {
+					reason, _ := p.Attributes.Value(attribute.Key("reason"))
+					res.unitsDropped[reason.AsString()] += p.Value
+				}
+				continue
+			}
 			s, ok := m.Data.(metricdata.Sum[int64])
 			if !ok {
 				continue
@@ -230,6 +244,8 @@ func preview(ctx context.Context, id string, cfg *cloudzeroexporter.Config, batc
 					res.dropped[reason.AsString()] += p.Value
 				case "datapoints_refused":
 					res.refused[reason.AsString()] += p.Value
+				case "records_dropped":
+					res.recordsDropped[reason.AsString()] += p.Value
 				}
 			}
 		}
@@ -287,7 +303,11 @@ func (r *previewResult) print(e env, output string) {
 			Ignored  int64            `json:"datapoints_ignored"`
 			Dropped  map[string]int64 `json:"datapoints_dropped"`
 			Refused  map[string]int64 `json:"datapoints_refused"`
-		}{Records: []rec{}, Received: r.received, Ignored: r.ignored, Dropped: r.dropped, Refused: r.refused}
+			// Records the exporter made but would not send, by reason.
+			RecordsDropped map[string]int64   `json:"records_dropped"`
+			UnitsDropped   map[string]float64 `json:"units_dropped"`
+		}{Records: []rec{}, Received: r.received, Ignored: r.ignored, Dropped: r.dropped, Refused: r.refused,
+			RecordsDropped: r.recordsDropped, UnitsDropped: r.unitsDropped}
 		for _, x := range r.records {
 			out.Records = append(out.Records, rec{x.stream, x.timestamp, x.granularity, x.element, x.filter, x.value})
 		}
@@ -320,4 +340,24 @@ func (r *previewResult) print(e env, output string) {
 			fmt.Fprintf(e.stdout, "%s %d data points: %s\n", m.what, m.counts[k], k)
 		}
 	}
+	for _, k := range slices.Sorted(maps.Keys(r.recordsDropped)) {
+		units := ""
+		if u := r.unitsDropped[k]; u != 0 {
+			units = " (" + record.FormatValue(u) + " units)"
+		}
+		why := k
+		if w := previewDropReasons[k]; w != "" {
+			why += " (" + w + ")"
+		}
+		fmt.Fprintf(e.stdout, "dropped %d records%s the exporter would not send: %s\n", r.recordsDropped[k], units, why)
+	}
+}
+
+// previewDropReasons explains the delivery's drop reasons as a preview
+// sees them.
+var previewDropReasons = map[string]string{
+	"non_positive": "the net usage of the bucket is not > 0; CloudZero takes only values > 0",
+	// A preview stops the exporter at once; in dry-run mode only a record
+	// the exporter never sends is left then.
+	"shutdown": "left unsent when the exporter stopped: net usage not > 0, which a running exporter drops as non_positive once the bucket closes (or, in open buckets, keys beyond records_per_day)",
 }

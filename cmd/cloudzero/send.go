@@ -121,21 +121,25 @@ type plan struct {
 type pending struct {
 	op    czexporter.Op
 	value float64
+	first int // index of the key's first record in the input
 }
 
 // newPlan merges records by key. With op (send), records of the same key
 // add up and are sent with op. Without (replay), each record keeps its own
 // operation and they fold in input order as CloudZero applies them: sums
 // add up, a replace sets the total, a sum after a replace adds to it (the
-// key is replaced with the sum).
-func newPlan(cs []checked, op czexporter.Op) plan {
+// key is replaced with the sum). Each total must be a value the exporter
+// would send (record.ValidValue, as the translator checks its totals
+// after adding up): a key whose total is not is a problem, reported with
+// the lines of its records.
+func newPlan(cs []checked, op czexporter.Op, probs *problems) plan {
 	type sk struct {
 		stream string
 		key    record.Key
 	}
 	fold := map[sk]*pending{}
 	p := plan{sets: map[czexporter.Op]*record.Set{}, read: len(cs)}
-	for _, c := range cs {
+	for i, c := range cs {
 		if c.normalised {
 			p.normalised++
 		}
@@ -143,23 +147,49 @@ func newPlan(cs []checked, op czexporter.Op) plan {
 		f := fold[k]
 		switch {
 		case f == nil:
-			fold[k] = &pending{op: c.op, value: c.value}
+			fold[k] = &pending{op: c.op, value: c.value, first: i}
 			if op != "" {
 				fold[k].op = op
 			}
 		case op == "" && c.op == czexporter.OpReplace:
-			*f = pending{op: czexporter.OpReplace, value: c.value}
+			*f = pending{op: czexporter.OpReplace, value: c.value, first: f.first}
 		default:
 			f.value += c.value
 		}
 	}
+	bad := map[sk]error{}
 	for k, f := range fold {
+		if err := record.ValidValue(f.value); err != nil {
+			bad[k] = err
+			continue
+		}
 		s := p.sets[f.op]
 		if s == nil {
 			s = record.NewSet()
 			p.sets[f.op] = s
 		}
 		s.Add(k.stream, k.key, f.value)
+	}
+	if len(bad) == 0 {
+		return p
+	}
+	// Rare: a second pass finds the lines of the keys whose total is bad.
+	lines := map[sk][]string{}
+	for _, c := range cs {
+		if k := (sk{c.stream, c.key}); bad[k] != nil {
+			lines[k] = append(lines[k], c.at.String())
+		}
+	}
+	keys := slices.Collect(maps.Keys(bad))
+	slices.SortFunc(keys, func(a, b sk) int { return fold[a].first - fold[b].first })
+	for _, k := range keys {
+		at := lines[k]
+		const shown = 10
+		where := strings.Join(at[:min(len(at), shown)], ", ")
+		if len(at) > shown {
+			where += fmt.Sprintf(" and %d more", len(at)-shown)
+		}
+		*probs = append(*probs, fmt.Sprintf("%s: %d records of one key add up to a total that cannot be sent: %v", where, len(at), bad[k]))
 	}
 	return p
 }
@@ -225,6 +255,10 @@ func (p plan) printSummary(w io.Writer, verb string) {
 // op is send's operation for every record; replay's records have their own.
 func sendRecords(ctx context.Context, verb string, raws []rawRecord, op czexporter.Op, gran record.Granularity, probs problems, sf sendFlags, apply bool, e env) int {
 	cs := validate(raws, gran, e.now(), &probs)
+	var p plan
+	if len(probs) == 0 {
+		p = newPlan(cs, op, &probs)
+	}
 	if len(probs) > 0 {
 		for _, p := range probs {
 			fmt.Fprintln(e.stderr, p)
@@ -232,7 +266,6 @@ func sendRecords(ctx context.Context, verb string, raws []rawRecord, op czexport
 		fmt.Fprintf(e.stderr, "cloudzero: %d problems in the input; nothing was sent\n", len(probs))
 		return exitUsage
 	}
-	p := newPlan(cs, op)
 	p.printSummary(e.stdout, verb)
 	if p.records() == 0 {
 		fmt.Fprintln(e.stdout, "nothing to send")
@@ -297,8 +330,11 @@ func deliver(ctx context.Context, op czexporter.Op, set *record.Set, sf sendFlag
 		o.applied[s], o.refused[s] = map[record.Key]bool{}, map[record.Key]string{}
 	}
 	total := set.Len()
-	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zapcore.EncoderConfig{MessageKey: "msg", LevelKey: "level",
-		EncodeLevel: zapcore.LowercaseLevelEncoder}), zapcore.AddSync(e.stderr), zapcore.WarnLevel))
+	if ctx.Err() != nil { // interrupted or given up before this operation began: nothing of it is sent
+		return o, nil
+	}
+	log := zap.New(commandCore{zapcore.NewCore(zapcore.NewConsoleEncoder(zapcore.EncoderConfig{MessageKey: "msg", LevelKey: "level",
+		EncodeLevel: zapcore.LowercaseLevelEncoder}), zapcore.AddSync(e.stderr), zapcore.WarnLevel)})
 	d, err := czexporter.NewDelivery(czexporter.DeliveryConfig{
 		Op:                   op,
 		TotalsGiven:          true,
@@ -336,11 +372,42 @@ func deliver(ctx context.Context, op czexporter.Op, set *record.Set, sf sendFlag
 	})
 	flushErr := d.Flush(ctx)
 	stop()
-	_ = d.Shutdown(context.WithoutCancel(ctx)) // what Flush did not send is reported as not sent
+	// What Flush did not send is reported as not sent. Once ctx has ended
+	// (Ctrl-C, --give-up-after) nothing more may be sent: the Delivery's
+	// shutdown flush gets a deadline already past, so it sends nothing and
+	// a request under way is cancelled.
+	sctx := context.WithoutCancel(ctx)
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithDeadline(sctx, time.Now())
+		defer cancel()
+	}
+	_ = d.Shutdown(sctx)
 	if flushErr != nil {
 		fmt.Fprintf(e.stderr, "cloudzero: %s: stopped before everything was settled: %v\n", op, flushErr)
 	}
 	return o, nil
+}
+
+// commandCore is the Delivery's log as the command shows it: without the
+// shutdown message that records not confirmed "are lost" (true of a
+// collector without storage; for the command they are in the input files,
+// listed as not sent, and running again sends them).
+type commandCore struct{ zapcore.Core }
+
+// shutdownUnsentMsg starts the Delivery's message (exporter/delivery.go,
+// Shutdown without storage).
+const shutdownUnsentMsg = "Shutting down with records CloudZero has not confirmed"
+
+func (c commandCore) With(fields []zapcore.Field) zapcore.Core {
+	return commandCore{c.Core.With(fields)}
+}
+
+func (c commandCore) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if strings.HasPrefix(ent.Message, shutdownUnsentMsg) {
+		return ce
+	}
+	return c.Core.Check(ent, ce)
 }
 
 // report prints what was applied, refused and not sent, and returns the
