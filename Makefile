@@ -39,6 +39,7 @@ $(OCB):
 # ocb installs as "builder": a second release goes to a directory of its own.
 $(LB_OCB):
 	GOBIN=$(BUILD_DIR)/ocb-$(LB_RELEASE) $(GO) install go.opentelemetry.io/collector/cmd/builder@$(LB_RELEASE)
+	mkdir -p $(TOOLS_BIN)
 	mv $(BUILD_DIR)/ocb-$(LB_RELEASE)/builder $(LB_OCB)
 
 $(GOVULNCHECK):

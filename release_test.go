@@ -1,9 +1,9 @@
 package cloudzeroexporter
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -21,34 +21,35 @@ const (
 	contribModules = "github.com/open-telemetry/opentelemetry-collector-contrib/"
 )
 
-// collectorRelease is the Makefile's COLLECTOR_RELEASE (v0.165.0).
-func collectorRelease(t *testing.T) string {
+// makeVariable is the Makefile's NAME := v0.N.P.
+func makeVariable(t *testing.T, name string) string {
 	t.Helper()
 	b, err := os.ReadFile("Makefile")
 	require.NoError(t, err)
-	m := regexp.MustCompile(`(?m)^COLLECTOR_RELEASE := (v0\.\d+\.\d+)$`).FindSubmatch(b)
-	require.NotNil(t, m, "Makefile: no COLLECTOR_RELEASE := v0.N.P line")
+	m := regexp.MustCompile(`(?m)^` + name + ` := (v0\.\d+\.\d+)$`).FindSubmatch(b)
+	require.NotNil(t, m, "Makefile: no %s := v0.N.P line", name)
 	return string(m[1])
 }
 
 // stableRelease is the v1 release of the collector's stable modules that goes
 // with release: the version of component that release's exporterhelper
-// requires (read from the module cache, which the build filled).
+// requires (`go mod download` reads it from the module proxy or the cache).
 func stableRelease(t *testing.T, release string) string {
 	t.Helper()
-	cache, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	out, err := exec.Command("go", "mod", "download", "-json", coreModules+"exporter/exporterhelper@"+release).Output()
+	require.NoError(t, err, "go mod download exporterhelper@%s", release)
+	var info struct{ GoMod string }
+	require.NoError(t, json.Unmarshal(out, &info))
+	b, err := os.ReadFile(info.GoMod)
 	require.NoError(t, err)
-	mod := filepath.Join(strings.TrimSpace(string(cache)), "cache/download/go.opentelemetry.io/collector/exporter/exporterhelper/@v", release+".mod")
-	b, err := os.ReadFile(mod)
-	require.NoError(t, err, "exporterhelper %s is not in the module cache: run go mod download", release)
-	f, err := modfile.ParseLax(mod, b, nil)
+	f, err := modfile.ParseLax(info.GoMod, b, nil)
 	require.NoError(t, err)
 	for _, r := range f.Require {
 		if r.Mod.Path == coreModules+"component" {
 			return r.Mod.Version
 		}
 	}
-	t.Fatalf("%s requires no collector/component", mod)
+	t.Fatalf("exporterhelper@%s requires no collector/component", release)
 	return ""
 }
 
@@ -75,39 +76,51 @@ func onTrain(module, version, release, stable string) string {
 }
 
 // TestReleaseTrain: every collector module this repository builds with (both
-// go.mod files and the distribution) is on the Makefile's release, so that
-// ocb, which checks major.minor of every component, builds one train.
+// go.mod files and the distribution) is on the Makefile's COLLECTOR_RELEASE,
+// and the scale-out first tier (deploy/loadbalancer) on LB_RELEASE, so that
+// ocb, which checks major.minor of every component, builds each binary from
+// one train.
 func TestReleaseTrain(t *testing.T) {
-	release := collectorRelease(t)
-	stable := stableRelease(t, release)
-	var off []string
-	check := func(where, module, version string) {
-		if why := onTrain(module, version, release, stable); why != "" {
-			off = append(off, where+": "+module+" "+version+": "+why)
-		}
-	}
-	for _, path := range []string{"go.mod", "bench/go.mod"} {
-		b, err := os.ReadFile(path)
-		require.NoError(t, err)
-		f, err := modfile.Parse(path, b, nil)
-		require.NoError(t, err)
-		for _, r := range f.Require {
-			if !r.Indirect {
-				check(path, r.Mod.Path, r.Mod.Version)
+	for _, train := range []struct {
+		variable string
+		gomods   []string
+		manifest string
+	}{
+		{"COLLECTOR_RELEASE", []string{"go.mod", "bench/go.mod"}, "builder-config.yaml"},
+		{"LB_RELEASE", nil, "deploy/loadbalancer/builder-config.yaml"},
+	} {
+		release := makeVariable(t, train.variable)
+		stable := stableRelease(t, release)
+		var off []string
+		check := func(where, module, version string) {
+			if why := onTrain(module, version, release, stable); why != "" {
+				off = append(off, where+": "+module+" "+version+": "+why)
 			}
 		}
+		for _, path := range train.gomods {
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			f, err := modfile.Parse(path, b, nil)
+			require.NoError(t, err)
+			for _, r := range f.Require {
+				if !r.Indirect {
+					check(path, r.Mod.Path, r.Mod.Version)
+				}
+			}
+		}
+		for _, c := range distribution(t, train.manifest).components() {
+			module, version, _ := strings.Cut(c.GoMod, " ")
+			check(train.manifest, module, version)
+		}
+		require.Empty(t, off, "off the release train %s = %s / %s", train.variable, release, stable)
 	}
-	for _, c := range distribution(t).components() {
-		module, version, _ := strings.Cut(c.GoMod, " ")
-		check("builder-config.yaml", module, version)
-	}
-	require.Empty(t, off, "off the release train %s / %s", release, stable)
 }
 
 // TestVersionsAgree: the module's Version, the distribution's version and the
 // newest CHANGELOG entry are one number.
 func TestVersionsAgree(t *testing.T) {
-	require.Equal(t, czexporter.Version, distribution(t).Dist.Version, "builder-config.yaml dist.version")
+	require.Equal(t, czexporter.Version, distribution(t, "builder-config.yaml").Dist.Version, "builder-config.yaml dist.version")
+	require.Equal(t, czexporter.Version, distribution(t, "deploy/loadbalancer/builder-config.yaml").Dist.Version, "deploy/loadbalancer/builder-config.yaml dist.version")
 	b, err := os.ReadFile("CHANGELOG.md")
 	require.NoError(t, err)
 	m := regexp.MustCompile(`(?m)^## v?(\d+\.\d+\.\d+)`).FindSubmatch(b)
@@ -143,9 +156,9 @@ func (c builderConfig) components() []builderComponent {
 	return all
 }
 
-func distribution(t *testing.T) builderConfig {
+func distribution(t *testing.T, path string) builderConfig {
 	t.Helper()
-	b, err := os.ReadFile("builder-config.yaml")
+	b, err := os.ReadFile(path)
 	require.NoError(t, err)
 	var c builderConfig
 	require.NoError(t, yaml.Unmarshal(b, &c))

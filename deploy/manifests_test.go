@@ -226,10 +226,18 @@ func checkContainer(t *testing.T, name string, pod corev1.PodSpec, cfg collector
 	health, ok := cfg.get("extensions", "health_check", "endpoint").(string)
 	require.Truef(t, ok, "%s: no health_check endpoint", name)
 	healthPort := port(t, inPod(health, podEnv))
-	for probe, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+	healthPath, _ := cfg.get("extensions", "health_check", "path").(string)
+	if healthPath == "" {
+		healthPath = "/" // health_check's default
+	}
+	for probe, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe, "startup": c.StartupProbe} {
+		if p == nil && probe == "startup" {
+			continue
+		}
 		require.NotNilf(t, p, "%s: %s probe", name, probe)
 		require.NotNilf(t, p.HTTPGet, "%s: %s probe is not httpGet", name, probe)
 		assert.Equalf(t, healthPort, p.HTTPGet.Port.IntVal, "%s: %s probe port vs health_check's", name, probe)
+		assert.Equalf(t, healthPath, p.HTTPGet.Path, "%s: %s probe path vs health_check's", name, probe)
 	}
 	assert.Contains(t, cfg.get("service", "extensions"), "health_check", name)
 
@@ -237,25 +245,101 @@ func checkContainer(t *testing.T, name string, pod corev1.PodSpec, cfg collector
 	assert.Falsef(t, c.Resources.Requests.Memory().IsZero(), "%s: memory request", name)
 	limit := c.Resources.Limits.Memory()
 	require.Falsef(t, limit.IsZero(), "%s: memory limit", name)
+	// GOMEMLIMIT and the memory_limiter at 80 % of the limit: the Go runtime
+	// collects harder, and the collector refuses data, before the kernel kills.
+	assert.EqualValuesf(t, 80, cfg.get("processors", "memory_limiter", "limit_percentage"), "%s: memory_limiter", name)
+	var gomemlimit bool
 	for _, e := range c.Env {
 		if e.Name == "GOMEMLIMIT" {
+			gomemlimit = true
 			q, err := resource.ParseQuantity(strings.TrimSuffix(e.Value, "B"))
 			require.NoError(t, err, e.Value)
-			assert.Truef(t, q.Cmp(*limit) < 0, "%s: GOMEMLIMIT %s not below the limit %s", name, e.Value, limit)
+			want := limit.Value() * 80 / 100
+			assert.InDeltaf(t, want, q.Value(), 1<<20, "%s: GOMEMLIMIT %s is not 80 %% of the limit %s", name, e.Value, limit)
 		}
 		if e.Name == "MY_POD_IP" {
 			require.NotNil(t, e.ValueFrom)
 			assert.Equal(t, "status.podIP", e.ValueFrom.FieldRef.FieldPath, name)
 		}
 	}
+	assert.Truef(t, gomemlimit, "%s: GOMEMLIMIT is set", name)
 	assert.Truef(t, podEnv["MY_POD_IP"], "%s: the receivers listen on ${env:MY_POD_IP}", name)
 
-	require.NotEmpty(t, c.Args, name)
-	configPath, ok := strings.CutPrefix(c.Args[0], "--config=")
-	require.Truef(t, ok, "%s: first arg %q", name, c.Args[0])
-	assert.Truef(t, slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
-		return m.MountPath == filepath.Dir(configPath) && m.ReadOnly
-	}), "%s: nothing mounts %s read-only", name, filepath.Dir(configPath))
+	// The receivers listen on the container's declared ports.
+	for proto, portName := range map[string]string{"grpc": "otlp-grpc", "http": "otlp-http"} {
+		endpoint, ok := cfg.get("receivers", "otlp", "protocols", proto, "endpoint").(string)
+		require.Truef(t, ok, "%s: otlp %s receiver", name, proto)
+		assert.Equalf(t, port(t, inPod(endpoint, podEnv)), containerPort(t, c, portName), "%s: otlp %s receiver vs containerPort %s", name, proto, portName)
+	}
+
+}
+
+// containerPort is the number of c's port called name.
+func containerPort(t *testing.T, c corev1.Container, name string) int32 {
+	t.Helper()
+	for _, p := range c.Ports {
+		if p.Name == name {
+			return p.ContainerPort
+		}
+	}
+	t.Fatalf("container %s has no port %q", c.Name, name)
+	return 0
+}
+
+// configFiles are the collector config files the pod runs, in --config
+// order, read from the ConfigMap mounted where the args point.
+func configFiles(t *testing.T, m manifests, pod corev1.PodSpec) []string {
+	t.Helper()
+	c := pod.Containers[0]
+	var files []string
+	for _, arg := range c.Args {
+		path, ok := strings.CutPrefix(arg, "--config=")
+		if !ok {
+			continue
+		}
+		i := slices.IndexFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool { return vm.MountPath == filepath.Dir(path) })
+		require.GreaterOrEqualf(t, i, 0, "nothing is mounted at %s", filepath.Dir(path))
+		vm := c.VolumeMounts[i]
+		assert.True(t, vm.ReadOnly, "%s is mounted read-only", vm.MountPath)
+		j := slices.IndexFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Name == vm.Name })
+		require.GreaterOrEqualf(t, j, 0, "no volume %q", vm.Name)
+		require.NotNil(t, pod.Volumes[j].ConfigMap, "volume %q is a ConfigMap", vm.Name)
+		cm := m.configMaps[pod.Volumes[j].ConfigMap.Name]
+		require.NotNilf(t, cm, "ConfigMap %q", pod.Volumes[j].ConfigMap.Name)
+		text, ok := cm.Data[filepath.Base(path)]
+		require.Truef(t, ok, "ConfigMap %s has no %s (the file --config names)", cm.Name, filepath.Base(path))
+		files = append(files, text)
+	}
+	require.NotEmpty(t, files, "the container runs no --config")
+	return files
+}
+
+// checkService: the Service selects the pods and each targetPort names one
+// of their container ports.
+func checkService(t *testing.T, svc *corev1.Service, tmpl corev1.PodTemplateSpec) {
+	t.Helper()
+	for k, v := range svc.Spec.Selector {
+		assert.Equalf(t, v, tmpl.Labels[k], "Service %s selector %s", svc.Name, k)
+	}
+	c := tmpl.Spec.Containers[0]
+	for _, p := range svc.Spec.Ports {
+		require.NotEmptyf(t, p.TargetPort.StrVal, "Service %s port %s: a named targetPort", svc.Name, p.Name)
+		assert.Equalf(t, p.Port, containerPort(t, c, p.TargetPort.StrVal), "Service %s port %s: the same number as the container's", svc.Name, p.Name)
+	}
+}
+
+// secretCommand is the README's `kubectl create secret` line for the key.
+var secretCommand = regexp.MustCompile(`create secret generic (\S+) --from-file=([^=\s]+)=`)
+
+func checkSecretMatchesReadme(t *testing.T, ref *corev1.SecretKeySelector) {
+	t.Helper()
+	readme := readFile(t, filepath.Join("..", "README.md"))
+	cmds := secretCommand.FindAllStringSubmatch(readme, -1)
+	require.NotEmpty(t, cmds, "the README says how to create the Secret")
+	for _, c := range cmds {
+		assert.Equal(t, ref.Name, c[1], "the README's Secret name")
+		assert.Equal(t, ref.Key, c[2], "the README's Secret key")
+	}
 }
 
 func TestGatewayStatefulSet(t *testing.T) {
@@ -265,10 +349,10 @@ func TestGatewayStatefulSet(t *testing.T) {
 	pod := sts.Spec.Template.Spec
 	c := pod.Containers[0]
 
-	cm := m.configMaps[pod.Volumes[0].ConfigMap.Name]
-	require.NotNil(t, cm, "the config volume's ConfigMap")
-	text := cm.Data["config.yaml"]
-	assert.Equal(t, readFile(t, filepath.Join("config", "gateway.yaml")), text, "the ConfigMap holds deploy/config/gateway.yaml as tested end to end")
+	files := configFiles(t, m, pod)
+	require.Len(t, files, 1)
+	text := files[0]
+	assert.Equal(t, readFile(t, filepath.Join("config", "gateway.yaml")), text, "the pod runs deploy/config/gateway.yaml as tested end to end")
 	cfg := readCollectorConfig(t, text)
 	checkContainer(t, "gateway", pod, cfg)
 
@@ -279,6 +363,7 @@ func TestGatewayStatefulSet(t *testing.T) {
 			assert.Empty(t, e.Value, "the key is not in the manifest")
 			require.NotNil(t, e.ValueFrom)
 			require.NotNil(t, e.ValueFrom.SecretKeyRef, "CLOUDZERO_API_KEY from a Secret")
+			checkSecretMatchesReadme(t, e.ValueFrom.SecretKeyRef)
 		}
 	}
 	assert.True(t, envNames(c)["CLOUDZERO_API_KEY"])
@@ -305,20 +390,16 @@ func TestGatewayStatefulSet(t *testing.T) {
 	require.NotNil(t, svc, "the StatefulSet's serviceName")
 	assert.Equal(t, corev1.ClusterIPNone, svc.Spec.ClusterIP)
 	assert.True(t, svc.Spec.PublishNotReadyAddresses)
-	assert.Equal(t, sts.Spec.Template.Labels["app.kubernetes.io/name"], svc.Spec.Selector["app.kubernetes.io/name"])
+	checkService(t, svc, sts.Spec.Template)
 }
 
-// gatewayHostnames are the first tier's targets the StatefulSet provides.
-func gatewayHostnames(t *testing.T, sts *appsv1.StatefulSet, svc *corev1.Service) []string {
+// gatewayHostnames are the first tier's targets the StatefulSet provides:
+// each pod's stable name and the port its OTLP gRPC receiver listens on.
+func gatewayHostnames(t *testing.T, sts *appsv1.StatefulSet, svc *corev1.Service, gw collectorConfig) []string {
 	t.Helper()
 	require.NotNil(t, sts.Spec.Replicas)
-	var grpc int32
-	for _, p := range svc.Spec.Ports {
-		if p.AppProtocol != nil && *p.AppProtocol == "grpc" {
-			grpc = p.Port
-		}
-	}
-	require.NotZero(t, grpc, "the gateway Service has a grpc port")
+	endpoint := gw.get("receivers", "otlp", "protocols", "grpc", "endpoint").(string)
+	grpc := port(t, inPod(endpoint, envNames(sts.Spec.Template.Spec.Containers[0])))
 	var hosts []string
 	for i := range *sts.Spec.Replicas {
 		hosts = append(hosts, fmt.Sprintf("%s-%d.%s:%d", sts.Name, i, svc.Name, grpc))
@@ -346,23 +427,24 @@ func TestLoadBalancerDeployment(t *testing.T) {
 	d := m.deployments["otelcol-cloudzero-lb"]
 	require.NotNil(t, d)
 	pod := d.Spec.Template.Spec
+	files := configFiles(t, m, pod)
+	require.Len(t, files, 1, "the first tier runs loadbalancer.yaml (replace routing)")
+	assert.Equal(t, readFile(t, filepath.Join("config", "loadbalancer.yaml")), files[0], "the pod runs deploy/config/loadbalancer.yaml as tested end to end")
 	cm := m.configMaps[pod.Volumes[0].ConfigMap.Name]
 	require.NotNil(t, cm)
-	for _, f := range []string{"loadbalancer.yaml", "loadbalancer-sum.yaml"} {
-		assert.Equal(t, readFile(t, filepath.Join("config", f)), cm.Data[f], "the ConfigMap holds deploy/config/%s as tested end to end", f)
-	}
-	cfg := readCollectorConfig(t, cm.Data["loadbalancer.yaml"])
+	assert.Equal(t, readFile(t, filepath.Join("config", "loadbalancer-sum.yaml")), cm.Data["loadbalancer-sum.yaml"], "the sum overlay as tested end to end")
+	cfg := readCollectorConfig(t, files[0])
 	checkContainer(t, "first tier", pod, cfg)
 	podEnv := envNames(pod.Containers[0])
 
 	// The static list is exactly the gateway StatefulSet's pods.
 	sts := m.statefulSets["otelcol-cloudzero-gateway"]
 	require.NotNil(t, sts)
-	hosts := expandTree(cfg.get("exporters", "loadbalancing", "resolver", "static", "hostnames"), podEnv)
-	assert.Equal(t, toAny(gatewayHostnames(t, sts, m.services[sts.Spec.ServiceName])), hosts)
-
-	// replace needs one writer per record key: route by every element attribute.
 	gw := readCollectorConfig(t, readFile(t, filepath.Join("config", "gateway.yaml")))
+	hosts := expandTree(cfg.get("exporters", "loadbalancing", "resolver", "static", "hostnames"), podEnv)
+	assert.Equal(t, toAny(gatewayHostnames(t, sts, m.services[sts.Spec.ServiceName], gw)), hosts)
+
+	// replace needs one writer per record key: route by the element attribute.
 	assert.Equal(t, "attributes", cfg.get("exporters", "loadbalancing", "routing_key"))
 	assert.ElementsMatch(t, toAny(elementAttributes(t, gw)), cfg.get("exporters", "loadbalancing", "routing_attributes"))
 	sum := readCollectorConfig(t, cm.Data["loadbalancer-sum.yaml"])
@@ -373,7 +455,7 @@ func TestLoadBalancerDeployment(t *testing.T) {
 
 	svc := m.services["otelcol-cloudzero"]
 	require.NotNil(t, svc, "the Service the apps send to")
-	assert.Equal(t, d.Spec.Template.Labels["app.kubernetes.io/name"], svc.Spec.Selector["app.kubernetes.io/name"])
+	checkService(t, svc, d.Spec.Template)
 	require.NotNil(t, pod.TerminationGracePeriodSeconds)
 	assert.GreaterOrEqual(t, *pod.TerminationGracePeriodSeconds, int64(30), "time for the in-memory queue to drain to the gateways")
 }

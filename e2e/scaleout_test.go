@@ -145,28 +145,35 @@ func sumAccepted(cs ...*otelcol) (int64, error) {
 // example app (OTel SDK, cumulative, OTLP/HTTP) for three customers and
 // telemetrygen (OTLP/gRPC) with a delta sum, a cumulative sum and a delta
 // histogram, each for a customer of its own, all into the streams of
-// deploy/config/gateway.yaml.
+// deploy/config/gateway.yaml. The sums come from two telemetrygen
+// instances each (service.instance.id a and b): their keys are fed by two
+// series, which routing by series (streamID) would split between the
+// gateways, and which routing by element keeps together.
 func scaleOutLoad(ctx context.Context, t *testing.T, lb *otelcol, logDir string) (expectation, error) {
 	const n, rate = 40, "2" // 20 s of telemetrygen points
 	feed := &pipeline{t: t, grpc: lb.grpc, http: lb.http, logDir: logDir}
 	want := expectation{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	for _, g := range []struct {
-		customer string
-		args     []string
-		add      func()
-	}{
-		{"tg-delta", []string{"--metric-type", "Sum", "--aggregation-temporality", "delta", "--otlp-metric-name", "app.requests"},
-			func() { want.add(key("app-requests", "tg-delta", "search"), n*(n-1)/2) }}, // values 0..n-1
-		{"tg-cumulative", []string{"--metric-type", "Sum", "--aggregation-temporality", "cumulative", "--otlp-metric-name", "app.requests"},
-			func() { want.add(key("app-requests", "tg-cumulative", "search"), n-1) }}, // 0..n-1, started after the gateways
-		{"tg-histogram", []string{"--metric-type", "Histogram", "--aggregation-temporality", "delta", "--otlp-metric-name", "app.request.duration"},
-			func() { want.add(key("app-request-count", "tg-histogram", "search"), 10*n) }}, // 10 observations per point
-	} {
+	errs := make(chan error, 8)
+	type generator struct {
+		customer, instance string
+		args               []string
+		add                func()
+	}
+	var gens []generator
+	for _, inst := range []string{"a", "b"} {
+		gens = append(gens,
+			generator{"tg-delta", inst, []string{"--metric-type", "Sum", "--aggregation-temporality", "delta", "--otlp-metric-name", "app.requests"},
+				func() { want.add(key("app-requests", "tg-delta", "search"), n*(n-1)/2) }}, // values 0..n-1
+			generator{"tg-cumulative", inst, []string{"--metric-type", "Sum", "--aggregation-temporality", "cumulative", "--otlp-metric-name", "app.requests"},
+				func() { want.add(key("app-requests", "tg-cumulative", "search"), n-1) }}) // 0..n-1, started after the gateways
+	}
+	gens = append(gens, generator{"tg-histogram", "a", []string{"--metric-type", "Histogram", "--aggregation-temporality", "delta", "--otlp-metric-name", "app.request.duration"},
+		func() { want.add(key("app-request-count", "tg-histogram", "search"), 10*n) }}) // 10 observations per point
+	for _, g := range gens {
 		g.add()
-		args := append(g.args, "--metrics", strconv.Itoa(n), "--rate", rate,
+		args := append(g.args, "--metrics", strconv.Itoa(n), "--rate", rate, "--otlp-attributes", `service.instance.id="`+g.instance+`"`,
 			"--telemetry-attributes", `customer.id="`+g.customer+`"`, "--telemetry-attributes", `feature="search"`)
 		wg.Go(func() { errs <- feed.telemetrygen(ctx, args...) })
 	}
