@@ -161,19 +161,25 @@ func (p *pipeline) startCollector() {
 
 // stopCollector sends sig and waits for the collector to exit.
 func (p *pipeline) stopCollector(sig syscall.Signal) {
-	t := p.t
+	p.t.Helper()
+	stopProcess(p.t, p.collector, sig, "the collector")
+	p.collector = nil
+}
+
+// stopProcess sends sig to cmd and waits for it to exit, killing it (and
+// failing the test) after 90 s.
+func stopProcess(t *testing.T, cmd *exec.Cmd, sig syscall.Signal, what string) {
 	t.Helper()
-	require.NoError(t, p.collector.Process.Signal(sig))
+	require.NoError(t, cmd.Process.Signal(sig))
 	done := make(chan error, 1)
-	go func() { done <- p.collector.Wait() }()
+	go func() { done <- cmd.Wait() }()
 	select {
 	case <-done:
 	case <-time.After(90 * time.Second):
-		_ = p.collector.Process.Kill()
+		_ = cmd.Process.Kill()
 		<-done
-		t.Fatal("the collector did not stop within 90s")
+		t.Fatalf("%s did not stop within 90s", what)
 	}
-	p.collector = nil
 }
 
 // telemetrygen runs the contrib load generator (a real OTLP gRPC client).

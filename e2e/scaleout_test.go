@@ -90,18 +90,8 @@ func (c *otelcol) start() {
 
 // stop sends sig and waits (bounded) for the collector to exit.
 func (c *otelcol) stop(sig syscall.Signal) {
-	t := c.t
-	t.Helper()
-	require.NoError(t, c.cmd.Process.Signal(sig))
-	done := make(chan error, 1)
-	go func() { done <- c.cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(90 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-done
-		t.Fatalf("%s did not stop within 90s", c.name)
-	}
+	c.t.Helper()
+	stopProcess(c.t, c.cmd, sig, c.name)
 	c.cmd = nil
 }
 
