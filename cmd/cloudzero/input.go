@@ -44,6 +44,7 @@ type rawRecord struct {
 	element     string
 	filter      map[string][]string
 	value       string
+	csvColumns  bool // the filter keys are a CSV file's columns, the same on every line
 }
 
 // jsonRecord is a record in CloudZero's JSON form (as dry_run_file writes
@@ -254,7 +255,7 @@ func readCSV(name string, data []byte, stream string, probs *problems) []rawReco
 		}
 		line, _ := r.FieldPos(0)
 		at := pos{file: name, line: line}
-		rec := rawRecord{at: at, stream: stream, timestamp: row[col["timestamp"]], granularity: row[col["granularity"]],
+		rec := rawRecord{at: at, stream: stream, csvColumns: true, timestamp: row[col["timestamp"]], granularity: row[col["granularity"]],
 			element: row[col["element_name"]], value: strings.TrimSpace(row[col["value"]])}
 		for _, k := range filterCols {
 			if rec.filter == nil {
@@ -384,11 +385,11 @@ func validate(raws []rawRecord, defaultGranularity record.Granularity, now time.
 		for _, k := range slices.Sorted(maps.Keys(r.filter)) {
 			switch msg := record.FilterKeyProblem(k); {
 			case msg != "":
-				// Once per key: a CSV column would give the same problem
-				// on every line.
-				if !badKeys[k] {
+				// A CSV column's key once per file (it would give the same
+				// problem on every line); a JSON record's on its own line.
+				if column := r.at.file + "\x00" + k; !r.csvColumns || !badKeys[column] {
 					probs.add(r.at, "filter key %q %s", k, msg)
-					badKeys[k] = true
+					badKeys[column] = true
 				}
 				bad = true
 			case len(r.filter[k]) == 0:

@@ -17,6 +17,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -81,7 +82,7 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if s.terminal && s.midLine && p[0] != '\r' {
+	if s.terminal && s.midLine && p[0] != '\r' && p[0] != '\n' { // the bar's own end of line is not doubled
 		if _, err := io.WriteString(s.w, "\n"); err != nil {
 			return 0, err
 		}
@@ -248,7 +249,7 @@ func (f *sendFlags) apiKey(e env) (string, error) {
 			}
 			return "", fmt.Errorf("--api-key-file: cannot read the file: %w (the value is not shown)", err)
 		}
-		return checkKey("--api-key-file: the file", string(b))
+		return checkKey("--api-key-file: the file", string(bytes.TrimPrefix(b, utf8BOM)))
 	}
 	if strings.TrimSpace(e.getenv(keyEnv)) != "" {
 		return checkKey("$"+keyEnv, e.getenv(keyEnv))
@@ -264,6 +265,9 @@ func checkKey(from, k string) (string, error) {
 		return "", fmt.Errorf("%s is empty", from)
 	case strings.ContainsFunc(k, unicode.IsSpace):
 		return "", fmt.Errorf("%s contains whitespace inside the key (more than one line?): it must hold the key alone (the key is not shown)", from)
+	case strings.ContainsFunc(k, func(r rune) bool { return r < '!' || r > '~' }):
+		// HTTP would refuse such a header, and the failure would look transient.
+		return "", fmt.Errorf("%s contains characters that are not printable ASCII (the key is not shown)", from)
 	}
 	return k, nil
 }

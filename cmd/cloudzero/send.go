@@ -267,6 +267,12 @@ func sendRecords(ctx context.Context, verb string, raws []rawRecord, op czexport
 		return exitUsage
 	}
 	p.printSummary(e.stdout, verb)
+	if sf.perDay > 0 && p.records() > sf.perDay {
+		// It could only wait for tomorrow's budget until --give-up-after.
+		fmt.Fprintf(e.stderr, "cloudzero: %d records, more than --records-per-day %d: raise --records-per-day or split the input; nothing was sent\n",
+			p.records(), sf.perDay)
+		return exitUsage
+	}
 	if p.records() == 0 {
 		fmt.Fprintln(e.stdout, "nothing to send")
 		return exitOK
