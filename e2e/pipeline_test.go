@@ -203,9 +203,14 @@ type appSummary struct {
 
 // usageApp runs the example app (OTel SDK, OTLP/HTTP, cumulative) and returns its summary.
 func (p *pipeline) usageApp(ctx context.Context, duration string, seed int) (appSummary, error) {
+	return p.usageAppFor(ctx, duration, seed, 3)
+}
+
+// usageAppFor is usageApp with that many customers.
+func (p *pipeline) usageAppFor(ctx context.Context, duration string, seed, customers int) (appSummary, error) {
 	path := filepath.Join(p.logDir, fmt.Sprintf("app-%d.json", seed))
 	cmd := exec.CommandContext(ctx, bin(p.t, "USAGE_APP_BIN"), "-endpoint", fmt.Sprintf("127.0.0.1:%d", p.http),
-		"-duration", duration, "-interval", "1s", "-customers", "3", "-seed", strconv.Itoa(seed), "-summary-file", path)
+		"-duration", duration, "-interval", "1s", "-customers", strconv.Itoa(customers), "-seed", strconv.Itoa(seed), "-summary-file", path)
 	var sum appSummary
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return sum, fmt.Errorf("usage-app: %w\n%s", err, tail(string(out), 2000))
