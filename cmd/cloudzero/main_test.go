@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -43,8 +42,15 @@ type result struct {
 // cz runs the command with the test key in its environment.
 func cz(t *testing.T, ctx context.Context, args ...string) result {
 	t.Helper()
-	var out, errb bytes.Buffer
-	code := run(ctx, args, env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb,
+	return runCommand(t, ctx, false, args)
+}
+
+// runCommand runs the command with the test key in its environment, on a
+// terminal or not, and checks that the key was never printed.
+func runCommand(t *testing.T, ctx context.Context, terminal bool, args []string) result {
+	t.Helper()
+	var out, errb lockedBuffer
+	code := run(ctx, args, env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, terminal: terminal,
 		getenv: func(k string) string {
 			if k == keyEnv {
 				return testKey

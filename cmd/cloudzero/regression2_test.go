@@ -18,15 +18,7 @@ import (
 // czTerm is czl on a terminal (a progress bar instead of lines).
 func czTerm(t *testing.T, ctx context.Context, args ...string) result {
 	t.Helper()
-	var out, errb lockedBuffer
-	code := run(ctx, args, env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, terminal: true,
-		getenv: func(k string) string {
-			if k == keyEnv {
-				return testKey
-			}
-			return ""
-		}, now: time.Now})
-	return result{code, out.String(), errb.String()}
+	return runCommand(t, ctx, true, args)
 }
 
 // On a terminal the final progress bar is written as "\r...bar" and then

@@ -41,17 +41,7 @@ func (l *lockedBuffer) String() string {
 // czl is cz with writers that tolerate concurrent writes.
 func czl(t *testing.T, ctx context.Context, args ...string) result {
 	t.Helper()
-	var out, errb lockedBuffer
-	code := run(ctx, args, env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb,
-		getenv: func(k string) string {
-			if k == keyEnv {
-				return testKey
-			}
-			return ""
-		}, now: time.Now})
-	r := result{code, out.String(), errb.String()}
-	assert.NotContains(t, r.stdout+r.stderr, testKey, "the API key was printed")
-	return r
+	return runCommand(t, ctx, false, args)
 }
 
 // Regression (review finding 4). The bug:
